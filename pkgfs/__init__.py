@@ -1,0 +1,1 @@
+"""pkgfs: a pypicloud-style package store, mounted as a directory tree."""

@@ -1,0 +1,60 @@
+"""The cached listing of a store: project -> filename -> StoredFile."""
+
+import logging
+import threading
+import time
+
+from cachetools import TTLCache
+
+from .storage import Storage, StoredFile, report_skipped
+
+log = logging.getLogger(__name__)
+
+Tree = dict[str, dict[str, StoredFile]]
+
+
+class Catalog:
+    """Lists the whole store at most once per ``ttl`` seconds.
+
+    One listing answers every ``ls`` and ``stat`` until it expires: on S3 that
+    is one LIST request per 1000 objects and no request per file.
+    """
+
+    def __init__(self, storage: Storage, ttl: float):
+        self.storage = storage
+        self._cache: TTLCache = TTLCache(maxsize=1, ttl=ttl)
+        # Held while listing, so that concurrent lookups wait for one listing
+        # instead of each starting its own.
+        self._lock = threading.Lock()
+
+    def tree(self) -> Tree:
+        with self._lock:
+            tree = self._cache.get("tree")
+            if tree is None:
+                tree = self._cache["tree"] = self._list()
+            return tree
+
+    def project(self, project: str) -> dict[str, StoredFile] | None:
+        return self.tree().get(project)
+
+    def file(self, project: str, filename: str) -> StoredFile | None:
+        return self.tree().get(project, {}).get(filename)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _list(self) -> Tree:
+        started = time.monotonic()
+        tree: Tree = {}
+        count = 0
+        for stored in self.storage.list_files():
+            files = tree.setdefault(stored.project, {})
+            if stored.filename in files:
+                report_skipped(stored.location, f"same file as {files[stored.filename].location}")
+                continue
+            files[stored.filename] = stored
+            count += 1
+        log.debug("listed %d files in %d projects in %.3fs",
+                  count, len(tree), time.monotonic() - started)
+        return tree

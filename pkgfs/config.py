@@ -1,0 +1,199 @@
+"""The config file: read once at start into typed, validated values.
+
+A ``[pkgfs]`` section, or a pypicloud server ini's ``[app:main]`` unchanged.
+Option names and defaults are those of pypicloud's storage reference; its newer
+``storage.*`` spellings are aliases.
+"""
+
+import configparser
+import logging
+import os
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("pkgfs", "app:main")
+CHECKED_PREFIXES = ("pkgfs.", "aws.", "storage.")
+
+# Each option, then the other spellings that mean the same.
+ALIASES = {
+    "pypi.storage": (),
+    "storage.dir": (),
+    "aws.bucket": ("storage.bucket",),
+    "aws.prefix": ("storage.prefix",),
+    "aws.prepend_hash": ("storage.prepend_hash",),
+    "aws.region": ("storage.region_name", "storage.region"),
+    "aws.access_key": ("storage.aws_access_key_id", "storage.access_key"),
+    "aws.secret_key": ("storage.aws_secret_access_key", "storage.secret_key"),
+    "aws.endpoint_url": ("storage.endpoint_url",),
+    "aws.expire_after": ("storage.expire_after",),
+    "aws.buffer_time": ("storage.buffer_time",),
+    "pkgfs.cache_ttl": (),
+    "pkgfs.timeout": (),
+}
+
+FILE_KINDS = ("file", "pypicloud.storage.FileStorage", "pypicloud.storage.files.FileStorage")
+S3_KINDS = ("s3", "pypicloud.storage.S3Storage", "pypicloud.storage.s3.S3Storage")
+
+DEFAULT_CACHE_TTL = 60.0
+DEFAULT_TIMEOUT = 10.0
+
+
+def default_store_dir() -> str:
+    """Where ``pkgfs mount DIR`` without ``-c`` keeps its file store."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data_home, "pkgfs", "store")
+
+
+@dataclass(frozen=True)
+class FileStoreConfig:
+    directory: str
+
+
+@dataclass(frozen=True)
+class S3StoreConfig:
+    bucket: str
+    prefix: str = ""
+    prepend_hash: bool = True
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    expire_after: int = 86400
+    buffer_time: int = 600
+
+
+@dataclass(frozen=True)
+class Config:
+    store: FileStoreConfig | S3StoreConfig
+    cache_ttl: float = DEFAULT_CACHE_TTL  # seconds a listing is trusted
+    timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take
+
+
+def default_config() -> Config:
+    return Config(FileStoreConfig(default_store_dir()))
+
+
+def load_config(path: str) -> Config:
+    options = _read_options(path)
+    return _parse(options, os.path.dirname(os.path.abspath(path)))
+
+
+def _read_options(path: str) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as config_file:
+            parser.read_file(config_file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: pass an existing file with -c") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except configparser.Error as error:
+        first_line = str(error).splitlines()[0]
+        raise ConfigError(f"config file {path} is not a valid INI file: {first_line}") from None
+    section = next((name for name in SECTIONS if parser.has_section(name)), None)
+    if section is None:
+        raise ConfigError(f"config file {path} has no [pkgfs] or [app:main] section")
+    here = os.path.dirname(os.path.abspath(path))
+    # pypicloud's ini files say %(here)s for the config file's folder.
+    return {key: value.replace("%(here)s", here) for key, value in parser.items(section)}
+
+
+def _parse(raw: dict[str, str], here: str) -> Config:
+    options = _canonical_options(raw)
+    kind = options.get("pypi.storage", "file")
+    if kind in FILE_KINDS:
+        store = _file_store(options, here)
+    elif kind in S3_KINDS:
+        store = _s3_store(options)
+    else:
+        raise ConfigError(f"pypi.storage = {kind} is not a storage pkgfs supports: use file or s3")
+    return Config(
+        store,
+        cache_ttl=_number(options, "pkgfs.cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
+        timeout=_number(options, "pkgfs.timeout", DEFAULT_TIMEOUT, minimum=0.1),
+    )
+
+
+def _canonical_options(raw: dict[str, str]) -> dict[str, str]:
+    """The options under their canonical names; unknown ones are named in a warning."""
+    canonical = {alias: name for name, aliases in ALIASES.items() for alias in (name, *aliases)}
+    options: dict[str, str] = {}
+    for key, value in raw.items():
+        name = canonical.get(key)
+        if name is None:
+            if key.startswith(CHECKED_PREFIXES):
+                log.warning("unknown option %s in the config file is ignored: check its spelling", key)
+            continue
+        if name in options:
+            raise ConfigError(f"{name} is set twice (as {key} too): keep one of them")
+        options[name] = value.strip()
+    return options
+
+
+def _file_store(options: dict[str, str], here: str) -> FileStoreConfig:
+    directory = options.get("storage.dir")
+    if not directory:
+        raise ConfigError("storage.dir is required for file storage: set it to the store's folder")
+    return FileStoreConfig(os.path.join(here, os.path.expanduser(directory)))
+
+
+def _s3_store(options: dict[str, str]) -> S3StoreConfig:
+    bucket = options.get("aws.bucket")
+    if not bucket:
+        raise ConfigError("aws.bucket is required for s3 storage: set it to the bucket's name")
+    if "." in bucket:
+        raise ConfigError(f"aws.bucket = {bucket}: a bucket name must not contain '.' "
+                          "(S3's TLS certificate does not cover it); use another bucket")
+    expire_after = int(_number(options, "aws.expire_after", 86400, minimum=1, integer=True))
+    buffer_time = int(_number(options, "aws.buffer_time", 600, minimum=0, integer=True))
+    if buffer_time >= expire_after:
+        raise ConfigError(f"aws.buffer_time ({buffer_time}) must be less than "
+                          f"aws.expire_after ({expire_after})")
+    access_key = options.get("aws.access_key") or None
+    secret_key = options.get("aws.secret_key") or None
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError("aws.access_key and aws.secret_key go together: set both or neither")
+    return S3StoreConfig(
+        bucket=bucket,
+        prefix=options.get("aws.prefix", ""),
+        prepend_hash=_boolean(options, "aws.prepend_hash", True),
+        region=options.get("aws.region") or None,
+        endpoint_url=options.get("aws.endpoint_url") or None,
+        access_key=access_key,
+        secret_key=secret_key,
+        expire_after=expire_after,
+        buffer_time=buffer_time,
+    )
+
+
+_TRUE = ("true", "yes", "on", "1", "y", "t")
+_FALSE = ("false", "no", "off", "0", "n", "f")
+
+
+def _boolean(options: dict[str, str], name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} = {value} is not a boolean: use true or false")
+
+
+def _number(options: dict[str, str], name: str, default: float, *, minimum: float,
+            integer: bool = False) -> float:
+    value = options.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "a whole number of seconds" if integer else "a number of seconds"
+        raise ConfigError(f"{name} = {value} is not {kind}") from None
+    if not number >= minimum:  # also refuses nan
+        raise ConfigError(f"{name} = {value} must be at least {minimum:g}")
+    return number

@@ -1,0 +1,33 @@
+"""Errors a user can act on. Each message is one line that says what is wrong and what to do."""
+
+
+class PkgfsError(Exception):
+    """A problem the user can fix; the CLI prints the message alone, no traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(PkgfsError):
+    """The config file or the command line is wrong."""
+
+    exit_code = 2
+
+
+class MountError(PkgfsError):
+    """The mount point or FUSE itself is not usable."""
+
+
+class StorageError(PkgfsError):
+    """The store could not do what was asked."""
+
+
+class NotFound(StorageError):
+    """No such object in the store."""
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot be reached, or did not answer in time."""
+
+
+class AccessDenied(StorageError):
+    """The store refused the credentials, or refused them this operation."""

@@ -1,0 +1,81 @@
+"""pypicloud's file storage: ``<dir>/<project>/<version>/<filename>`` beside ``<filename>.meta``."""
+
+import os
+from typing import Iterator
+
+from .errors import NotFound, StorageError
+from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
+
+
+class FileStorage(Storage):
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+
+    def check(self) -> None:
+        if not os.path.isdir(self.directory):
+            raise StorageError(
+                f"storage.dir {self.directory} is not a directory: create it or fix storage.dir")
+        if not os.access(self.directory, os.R_OK | os.X_OK):
+            raise StorageError(f"storage.dir {self.directory} is not readable by this user")
+
+    def list_files(self) -> Iterator[StoredFile]:
+        for project in _subdirectories(self.directory):
+            for version in _subdirectories(project.path):
+                yield from self._files_in(project.name, version.path)
+
+    def _files_in(self, project: str, version_dir: str) -> Iterator[StoredFile]:
+        for entry in _scandir(version_dir):
+            # Hidden names are pypicloud's temporary files; .meta files are metadata.
+            if entry.name.startswith(".") or entry.name.endswith(".meta"):
+                continue
+            # Symlinks are not followed: nothing outside storage.dir is ever shown.
+            if not entry.is_file(follow_symlinks=False):
+                report_skipped(entry.path, "not a regular file")
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            found = stored_file(project, entry.name, stat.st_size, stat.st_mtime, entry.path)
+            if found is not None:
+                yield found
+
+    def open_reader(self, stored: StoredFile) -> Reader:
+        try:
+            fd = os.open(stored.location, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"{stored.location} is gone") from None
+        except OSError as error:
+            raise StorageError(f"cannot open {stored.location}: {error.strerror}") from None
+        return FileReader(fd)
+
+
+class FileReader(Reader):
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def read(self, offset: int, size: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as error:
+            raise StorageError(f"read failed: {error.strerror}") from None
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _subdirectories(path: str) -> Iterator[os.DirEntry]:
+    for entry in _scandir(path):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield entry
+        else:
+            report_skipped(entry.path, "not a directory where the layout has one")
+
+
+def _scandir(path: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []  # removed between listing its parent and now
+    except OSError as error:
+        raise StorageError(f"cannot list {path}: {error.strerror}") from None

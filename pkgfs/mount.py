@@ -1,0 +1,220 @@
+"""Mount and unmount: the mount point's checks, the FUSE session, the daemon."""
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .config import Config, FileStoreConfig
+from .errors import MountError
+from .filestore import FileStorage
+from .s3store import S3Storage
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+READY = b"ready\n"
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    mountpoint: str
+    read_only: bool = False
+    allow_other: bool = False
+    debug: bool = False
+    fuse_options: tuple[str, ...] = ()
+
+
+def state_dir() -> str:
+    """Where each mount's pid and log files live."""
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state_home, "pkgfs")
+
+
+def state_file(mountpoint: str, suffix: str) -> str:
+    name = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
+    return os.path.join(state_dir(), f"{name}.{suffix}")
+
+
+def open_storage(config: Config) -> Storage:
+    store = config.store
+    if isinstance(store, FileStoreConfig):
+        return FileStorage(store.directory)
+    return S3Storage(
+        store.bucket, prefix=store.prefix, prepend_hash=store.prepend_hash, region=store.region,
+        endpoint_url=store.endpoint_url, access_key=store.access_key,
+        secret_key=store.secret_key, timeout=config.timeout)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mount point that cannot be used; clear one a dead daemon left behind."""
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"mount point {mountpoint} does not exist: create it with mkdir") from None
+    except OSError as error:
+        if error.errno != errno.ENOTCONN:
+            raise MountError(f"mount point {mountpoint}: {error.strerror}") from None
+        log.warning("%s: clearing a stale mount left by a pkgfs daemon that died", mountpoint)
+        unmount(mountpoint, lazy=True)
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already mounted: run 'pkgfs umount {mountpoint}' first")
+
+
+def check_fuse() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("FUSE is not available: /dev/fuse is missing; load it with 'modprobe fuse'"
+                         " (in a container, pass --device /dev/fuse)")
+    try:
+        import fuse  # noqa: F401  (fusepy loads libfuse when imported)
+    except (OSError, EnvironmentError):
+        raise MountError("libfuse 2 is not installed: install it with 'apt-get install libfuse2'"
+                         " (and fuse3 for fusermount3)") from None
+
+
+def fuse_arguments(options: MountOptions, config: Config) -> dict:
+    """The libfuse options of a mount."""
+    # Files are immutable once stored, so the kernel may keep their pages and
+    # attributes; auto_cache still drops the pages of a file whose size or
+    # mtime changed. Attributes are trusted as long as the listing is.
+    arguments = {
+        "fsname": "pkgfs", "subtype": "pkgfs", "default_permissions": True,
+        "auto_cache": True, "attr_timeout": config.cache_ttl,
+        "entry_timeout": config.cache_ttl, "negative_timeout": 0,
+        "ro": options.read_only, "allow_other": options.allow_other,
+    }
+    for option in options.fuse_options:
+        key, has_value, value = option.partition("=")
+        arguments[key] = value if has_value else True
+    return arguments
+
+
+def serve(config: Config, options: MountOptions, ready_fd: int | None = None) -> None:
+    """Mount and serve until unmounted; tells ``ready_fd`` once the mount works."""
+    check_fuse()
+    check_mountpoint(options.mountpoint)
+    storage = open_storage(config)
+    storage.check()
+    from fuse import FUSE  # only after check_fuse() could say what is missing
+
+    from .fs import PackageFS
+
+    def on_ready() -> None:
+        log.info("mounted %s on %s", describe(config), options.mountpoint)
+        if ready_fd is not None:
+            _detach_from_terminal(options.mountpoint)
+            os.write(ready_fd, READY)
+            os.close(ready_fd)
+
+    filesystem = PackageFS(Catalog(storage, config.cache_ttl), on_ready)
+    try:
+        FUSE(filesystem, options.mountpoint, foreground=True, nothreads=False,
+             debug=options.debug, **fuse_arguments(options, config))
+    except RuntimeError as error:
+        raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
+                         "see the messages above") from None
+    log.info("unmounted %s", options.mountpoint)
+
+
+def describe(config: Config) -> str:
+    store = config.store
+    if isinstance(store, FileStoreConfig):
+        return f"file store {store.directory}"
+    return f"s3 bucket {store.bucket} prefix {store.prefix!r} at {store.endpoint_url or 'AWS'}"
+
+
+def _detach_from_terminal(mountpoint: str) -> None:
+    """From now on the daemon logs to its log file, not the terminal that started it."""
+    os.makedirs(state_dir(), exist_ok=True)
+    log_fd = os.open(state_file(mountpoint, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, sys.stdout.fileno())
+    os.dup2(log_fd, sys.stderr.fileno())
+    os.close(log_fd)
+
+
+def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> int:
+    """Run ``pkgfs mount --foreground`` in the background; return once it is mounted.
+
+    The daemon prints its own errors on this terminal until it is ready, then
+    moves its output to its log file.
+    """
+    read_fd, write_fd = os.pipe()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pkgfs", *argv, "--foreground", f"--ready-fd={write_fd}"],
+        stdin=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True)
+    os.close(write_fd)
+    os.makedirs(state_dir(), exist_ok=True)
+    with open(state_file(mountpoint, "pid"), "w") as pid_file:
+        pid_file.write(f"{daemon.pid}\n")
+    with os.fdopen(read_fd, "rb") as ready:
+        if _wait_readable(ready.fileno(), timeout) and ready.readline() == READY:
+            return 0
+    if daemon.poll() is None:
+        daemon.terminate()
+        raise MountError(f"the daemon did not mount {mountpoint} within {timeout:g}s: "
+                         f"see {state_file(mountpoint, 'log')}")
+    return daemon.wait() or 1
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    import select
+
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)
+
+
+def unmount(mountpoint: str, *, lazy: bool = False) -> None:
+    """Unmount, and wait for the daemon that served the mount to exit."""
+    command = _unmount_command(mountpoint, lazy)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        if "busy" in reason.lower():
+            raise MountError(f"{mountpoint} is busy: close the files and shells using it "
+                             f"(see 'fuser -m {mountpoint}'), then unmount again")
+        if "not mounted" in reason.lower() or "not found in" in reason.lower():
+            raise MountError(f"{mountpoint} is not mounted")
+        raise MountError(f"unmounting {mountpoint} failed: {reason}")
+    _wait_for_daemon(mountpoint)
+
+
+def _unmount_command(mountpoint: str, lazy: bool) -> list[str]:
+    for fusermount in ("fusermount3", "fusermount"):
+        if shutil.which(fusermount):
+            return [fusermount, "-u", *(["-z"] if lazy else []), mountpoint]
+    return ["umount", *(["-l"] if lazy else []), mountpoint]
+
+
+def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
+    pid_path = state_file(mountpoint, "pid")
+    try:
+        with open(pid_path) as pid_file:
+            pid = int(pid_file.read())
+    except (OSError, ValueError):
+        return  # mounted in the foreground, or by another user: nothing to wait for
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    os.unlink(pid_path)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` is a running pkgfs daemon (a reused pid is not ours)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            arguments = cmdline.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as process_stat:
+            state = process_stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return b"pkgfs" in arguments and state != b"Z"

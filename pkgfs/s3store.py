@@ -1,0 +1,164 @@
+"""pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
+
+import re
+import threading
+from typing import Callable, Iterator
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    NoCredentialsError,
+)
+
+from .errors import AccessDenied, NotFound, StorageError, StorageUnavailable
+from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
+
+_HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
+
+# A sequential reader's window starts small (a wheel's zip directory is read
+# first, at the end) and doubles up to the largest, so a 100 MB file costs
+# about eight GETs.
+MIN_READ_AHEAD = 1 << 20
+MAX_READ_AHEAD = 32 << 20
+
+_ACCESS_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                 "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Storage(Storage):
+    def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
+                 region: str | None = None, endpoint_url: str | None = None,
+                 access_key: str | None = None, secret_key: str | None = None,
+                 timeout: float = 10.0):
+        self.bucket = bucket
+        self.prefix = prefix
+        self.prepend_hash = prepend_hash
+        self.region = region
+        self.endpoint = endpoint_url or "AWS S3"
+        session = boto3.session.Session(
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=BotoConfig(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=32,
+            # S3-compatible stores (MinIO, Ceph, moto) rarely resolve bucket subdomains.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        ))
+
+    def check(self) -> None:
+        try:
+            self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except NotFound:
+            self._create_bucket()
+
+    def _create_bucket(self) -> None:
+        options = {}
+        if self.region and self.region != "us-east-1":
+            options["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._call(self.client.create_bucket, Bucket=self.bucket, **options)
+        except StorageError as error:
+            raise StorageError(
+                f"bucket {self.bucket} does not exist and could not be created: {error}") from None
+
+    def list_files(self) -> Iterator[StoredFile]:
+        pages = iter(self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix))
+        # Each page is a request: fetch each through _call, so its errors translate.
+        while (page := self._call(next, pages, None)) is not None:
+            for item in page.get("Contents", []):
+                found = self._stored_file(item)
+                if found is not None:
+                    yield found
+
+    def _stored_file(self, item: dict) -> StoredFile | None:
+        key = item["Key"]
+        parts = key[len(self.prefix):].split("/")
+        if self.prepend_hash:
+            if len(parts) != 3 or not _HASH_FOLDER.match(parts[0]):
+                return report_skipped(key, "not <hash>/<project>/<filename>")
+        elif len(parts) != 2:
+            return report_skipped(key, "not <project>/<filename>")
+        return stored_file(parts[-2], parts[-1], item["Size"], item["LastModified"].timestamp(), key)
+
+    def open_reader(self, stored: StoredFile) -> Reader:
+        return S3Reader(self, stored.location, stored.size)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """The bytes of ``key`` from ``start``, ``length`` of them or up to its end."""
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key,
+                              Range=f"bytes={start}-{start + length - 1}")
+        return self._call(response["Body"].read)
+
+    def _call(self, operation: Callable, *args, **kwargs):
+        """Run one boto3 call; its errors become the errors of pkgfs.errors."""
+        try:
+            return operation(*args, **kwargs)
+        except ClientError as error:
+            raise self._client_error(error) from None
+        except NoCredentialsError:
+            raise AccessDenied(
+                "no AWS credentials: set aws.access_key and aws.secret_key, "
+                "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+        except (BotoConnectionError, BotoCoreError) as error:
+            raise StorageUnavailable(
+                f"cannot reach {self.endpoint} ({type(error).__name__}): "
+                "check aws.endpoint_url and the network") from None
+
+    def _client_error(self, error: ClientError) -> StorageError:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return NotFound(f"bucket {self.bucket} does not exist")
+        if code in _MISSING_CODES:
+            return NotFound(f"no such object in bucket {self.bucket}")
+        if code == "InvalidAccessKeyId":
+            return AccessDenied(f"{self.endpoint} does not know the access key: check aws.access_key")
+        if code == "SignatureDoesNotMatch":
+            return AccessDenied(
+                f"{self.endpoint} refused the secret key for this access key: check aws.secret_key")
+        if code in _ACCESS_CODES or code == "403":
+            return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
+                                "credentials and the bucket policy")
+        return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
+
+
+class S3Reader(Reader):
+    """Ranged GETs with a read-ahead window that grows while reads are sequential."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int):
+        self._storage = storage
+        self._key = key
+        self._size = size
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._buffer_start = 0
+        self._window = MIN_READ_AHEAD
+
+    def read(self, offset: int, size: int) -> bytes:
+        size = min(size, self._size - offset)
+        if size <= 0:
+            return b""
+        with self._lock:
+            start = offset - self._buffer_start
+            if start < 0 or start + size > len(self._buffer):
+                self._fill(offset, size)
+                start = 0
+            return self._buffer[start:start + size]
+
+    def _fill(self, offset: int, size: int) -> None:
+        buffer_end = self._buffer_start + len(self._buffer)
+        sequential = bool(self._buffer) and self._buffer_start <= offset <= buffer_end
+        self._window = min(self._window * 2, MAX_READ_AHEAD) if sequential else MIN_READ_AHEAD
+        length = min(max(size, self._window), self._size - offset)
+        self._buffer = self._storage.get_range(self._key, offset, length)
+        self._buffer_start = offset
+        if len(self._buffer) < size:
+            raise StorageError(f"{self._key} is shorter than listed: it changed while being read")
+
+    def close(self) -> None:
+        self._buffer = b""

@@ -1,0 +1,79 @@
+"""The one protocol between the filesystem layer and the storage backends.
+
+A backend knows its layout (LAYOUT.md) and nothing about FUSE. It raises
+the errors of ``pkgfs.errors`` and nothing else, so the filesystem layer has
+one place that turns them into errno values.
+"""
+
+import abc
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+from cachetools import LRUCache
+
+from .names import NotADistribution, is_project_name, normalize, parse_filename
+
+log = logging.getLogger(__name__)
+
+# Locations already reported as skipped: each is logged once, not at every listing.
+_reported_skips: LRUCache = LRUCache(maxsize=100_000)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One distribution file in the store, as the mount shows it."""
+
+    project: str  # PEP 503 normalized
+    filename: str
+    size: int
+    mtime: float  # seconds since the epoch
+    location: str  # where the backend keeps it: a path or an object key
+
+
+class Reader(abc.ABC):
+    """An open distribution file. Called from several FUSE threads at once."""
+
+    @abc.abstractmethod
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``; fewer only at the end of the file."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the reader holds."""
+
+
+class Storage(abc.ABC):
+    """A pypicloud-style package store."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise a StorageError now, with a one-line reason, if the store cannot be used."""
+
+    @abc.abstractmethod
+    def list_files(self) -> Iterator[StoredFile]:
+        """Every distribution file in the store; anything else in it is skipped."""
+
+    @abc.abstractmethod
+    def open_reader(self, stored: StoredFile) -> Reader:
+        """A reader of the exact stored bytes; NotFound if the file is gone."""
+
+
+def stored_file(project_folder: str, filename: str, size: int, mtime: float,
+                location: str) -> StoredFile | None:
+    """The StoredFile for a file found in the store, or None if it is no distribution."""
+    try:
+        parse_filename(filename)
+    except NotADistribution as error:
+        return report_skipped(location, str(error))
+    project = normalize(project_folder)
+    if not is_project_name(project):
+        return report_skipped(location, f"{project_folder!r} is not a project name")
+    return StoredFile(project, filename, size, mtime, location)
+
+
+def report_skipped(location: str, reason: str) -> None:
+    """Log, once per location, why something in the store is not shown."""
+    if location not in _reported_skips:
+        _reported_skips[location] = True
+        log.debug("not shown: %r: %s", location, reason)

@@ -1,0 +1,84 @@
+"""Build package stores the way pypicloud writes them (shared/LAYOUT.md), to mount them."""
+
+import hashlib
+import json
+import os
+import re
+import unicodedata
+
+from pkgfs.names import parse_filename
+
+
+def package_metadata(data: bytes, summary: str = "", requires_python: str = "") -> dict:
+    metadata = {"hash_sha256": hashlib.sha256(data).hexdigest(),
+                "hash_md5": hashlib.md5(data).hexdigest(),
+                "summary": summary, "requires_python": requires_python}
+    return {key: value for key, value in metadata.items() if value}
+
+
+class FileStore:
+    """``<dir>/<project>/<version>/<filename>`` with ``<filename>.meta`` beside it."""
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+
+    def add(self, filename: str, data: bytes, *, meta: str | None = "json",
+            project: str | None = None, version: str | None = None, **fields) -> str:
+        """Store a file; ``meta`` is "json", "malformed" or None (no .meta file)."""
+        parsed = parse_filename(filename)
+        folder = os.path.join(self.directory, project or parsed.project, version or parsed.version)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, filename)
+        with open(path, "wb") as package:
+            package.write(data)
+        if meta == "json":
+            with open(path + ".meta", "w") as meta_file:
+                json.dump(package_metadata(data, **fields), meta_file)
+        elif meta == "malformed":
+            with open(path + ".meta", "w") as meta_file:
+                meta_file.write("{not json")
+        return path
+
+    def add_raw(self, relative_path: str, data: bytes = b"x") -> str:
+        """Put anything at a path, for what is not a distribution."""
+        path = os.path.join(self.directory, relative_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as anything:
+            anything.write(data)
+        return path
+
+
+class S3Store:
+    """``<prefix>[<md5(filename)[:4]>/]<project>/<filename>``, metadata in the object."""
+
+    def __init__(self, client, bucket: str, prefix: str = "", prepend_hash: bool = True):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.prepend_hash = prepend_hash
+
+    def key(self, filename: str, project: str | None = None) -> str:
+        project = project or parse_filename(filename).project
+        hashed = hashlib.md5(filename.encode()).hexdigest()[:4] + "/" if self.prepend_hash else ""
+        return f"{self.prefix}{hashed}{project}/{filename}"
+
+    def add(self, filename: str, data: bytes, *, with_name: bool = True, **fields) -> str:
+        """Store a file; ``with_name=False`` leaves out name and version, as older tools did."""
+        parsed = parse_filename(filename)
+        metadata = {key.replace("_", "-"): _ascii(value)
+                    for key, value in package_metadata(data, **fields).items()}
+        if with_name:
+            metadata.update(name=parsed.project, version=parsed.version)
+        key = self.key(filename)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata)
+        return key
+
+    def add_raw(self, key: str, data: bytes = b"x") -> str:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        return key
+
+
+def _ascii(value: str) -> str:
+    """pypicloud's S3 metadata values: NFKD, non-ASCII dropped, white space folded."""
+    text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return re.sub(r"\s+", " ", text)
