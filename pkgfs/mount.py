@@ -52,17 +52,29 @@ def open_storage(config: Config) -> Storage:
         secret_key=store.secret_key, timeout=config.timeout)
 
 
+# What a FUSE mount whose daemon died answers.
+_STALE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def is_stale(mountpoint: str) -> bool:
+    try:
+        os.statvfs(mountpoint)  # the kernel caches stat(), but asks the daemon for statfs()
+    except OSError as error:
+        return error.errno in _STALE_ERRNOS
+    return False
+
+
 def check_mountpoint(mountpoint: str) -> None:
     """Refuse a mount point that cannot be used; clear one a dead daemon left behind."""
+    if is_stale(mountpoint):
+        log.warning("%s: clearing a stale mount left by a pkgfs daemon that died", mountpoint)
+        unmount(mountpoint, lazy=True)
     try:
         os.stat(mountpoint)
     except FileNotFoundError:
         raise MountError(f"mount point {mountpoint} does not exist: create it with mkdir") from None
     except OSError as error:
-        if error.errno != errno.ENOTCONN:
-            raise MountError(f"mount point {mountpoint}: {error.strerror}") from None
-        log.warning("%s: clearing a stale mount left by a pkgfs daemon that died", mountpoint)
-        unmount(mountpoint, lazy=True)
+        raise MountError(f"mount point {mountpoint}: {error.strerror}") from None
     if not os.path.isdir(mountpoint):
         raise MountError(f"mount point {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
@@ -109,11 +121,14 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
 
     def on_ready() -> None:
         log.info("mounted %s on %s", describe(config), options.mountpoint)
+        with open(state_file(options.mountpoint, "pid"), "w") as pid_file:
+            pid_file.write(f"{os.getpid()}\n")
         if ready_fd is not None:
             _detach_from_terminal(options.mountpoint)
             os.write(ready_fd, READY)
             os.close(ready_fd)
 
+    os.makedirs(state_dir(), exist_ok=True)
     filesystem = PackageFS(Catalog(storage, config.cache_ttl), on_ready)
     try:
         FUSE(filesystem, options.mountpoint, foreground=True, nothreads=False,
@@ -121,6 +136,7 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
     except RuntimeError as error:
         raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
                          "see the messages above") from None
+    _remove(state_file(options.mountpoint, "pid"))
     log.info("unmounted %s", options.mountpoint)
 
 
@@ -133,7 +149,6 @@ def describe(config: Config) -> str:
 
 def _detach_from_terminal(mountpoint: str) -> None:
     """From now on the daemon logs to its log file, not the terminal that started it."""
-    os.makedirs(state_dir(), exist_ok=True)
     log_fd = os.open(state_file(mountpoint, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, sys.stdout.fileno())
     os.dup2(log_fd, sys.stderr.fileno())
@@ -151,9 +166,6 @@ def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> in
         [sys.executable, "-m", "pkgfs", *argv, "--foreground", f"--ready-fd={write_fd}"],
         stdin=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True)
     os.close(write_fd)
-    os.makedirs(state_dir(), exist_ok=True)
-    with open(state_file(mountpoint, "pid"), "w") as pid_file:
-        pid_file.write(f"{daemon.pid}\n")
     with os.fdopen(read_fd, "rb") as ready:
         if _wait_readable(ready.fileno(), timeout) and ready.readline() == READY:
             return 0
@@ -173,6 +185,8 @@ def _wait_readable(fd: int, timeout: float) -> bool:
 
 def unmount(mountpoint: str, *, lazy: bool = False) -> None:
     """Unmount, and wait for the daemon that served the mount to exit."""
+    if not (os.path.ismount(mountpoint) or is_stale(mountpoint)):
+        raise MountError(f"{mountpoint} is not mounted")
     command = _unmount_command(mountpoint, lazy)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -180,8 +194,6 @@ def unmount(mountpoint: str, *, lazy: bool = False) -> None:
         if "busy" in reason.lower():
             raise MountError(f"{mountpoint} is busy: close the files and shells using it "
                              f"(see 'fuser -m {mountpoint}'), then unmount again")
-        if "not mounted" in reason.lower() or "not found in" in reason.lower():
-            raise MountError(f"{mountpoint} is not mounted")
         raise MountError(f"unmounting {mountpoint} failed: {reason}")
     _wait_for_daemon(mountpoint)
 
@@ -205,7 +217,14 @@ def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     if _alive(pid):
         os.kill(pid, signal.SIGTERM)
-    os.unlink(pid_path)
+    _remove(pid_path)  # a daemon that was killed left it behind
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _alive(pid: int) -> bool:

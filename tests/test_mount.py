@@ -1,0 +1,192 @@
+"""Real mounts of both backends, driven as a user drives them."""
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from conftest import file_config, s3_config
+
+WHEEL = "my_pkg-1.0-py3-none-any.whl"
+SDIST = "my_pkg-1.0.tar.gz"
+OTHER = "Other.Project-2.0b1.zip"
+
+
+def payload(seed: str, size: int) -> bytes:
+    block = (seed * 64).encode()[:64]
+    return (block * (size // 64 + 1))[:size]
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_and_config(request, moto_server, tmp_path):
+    """A store of either kind and the config that mounts it."""
+    if request.param == "file":
+        store = request.getfixturevalue("file_store")
+        return store, lambda **options: file_config(store, **options)
+    store = request.getfixturevalue("s3_store")
+    return store, lambda **options: s3_config(moto_server, **options)
+
+
+def test_ls_shows_projects_and_their_files(store_and_config, mounts):
+    store, config = store_and_config
+    store.add(WHEEL, payload("w", 1000), summary="hello wörld")
+    store.add(SDIST, payload("s", 2000))
+    store.add(OTHER, payload("o", 3000))
+    mountpoint = mounts.mount(config())
+
+    assert sorted(os.listdir(mountpoint)) == ["my-pkg", "other-project"]
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == [WHEEL, SDIST]
+    assert os.listdir(mountpoint / "other-project") == [OTHER]
+    listing = subprocess.run(["ls", "-l", mountpoint / "my-pkg"], capture_output=True, text=True,
+                             check=True).stdout
+    assert f" 1000 " in listing and WHEEL in listing
+    assert f" 2000 " in listing and SDIST in listing
+
+
+def test_sizes_mtimes_and_bytes_are_the_stored_ones(store_and_config, mounts):
+    store, config = store_and_config
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store.add(WHEEL, data)
+    mountpoint = mounts.mount(config())
+    path = mountpoint / "my-pkg" / WHEEL
+
+    assert path.stat().st_size == len(data)
+    assert path.stat().st_mtime > 0
+    assert path.read_bytes() == data
+    with open(path, "rb") as package:  # a reader that seeks, as unzip does
+        package.seek(len(data) - 100)
+        assert package.read() == data[-100:]
+        package.seek(5)
+        assert package.read(10) == data[5:15]
+
+
+def test_cp_copies_the_exact_file(store_and_config, mounts, tmp_path):
+    store, config = store_and_config
+    data = os.urandom(700_001)
+    store.add(WHEEL, data)
+    mountpoint = mounts.mount(config())
+
+    subprocess.run(["cp", mountpoint / "my-pkg" / WHEEL, tmp_path / "copy.whl"], check=True)
+    assert (tmp_path / "copy.whl").read_bytes() == data
+
+
+def test_storage_internals_are_never_shown(store_and_config, mounts):
+    store, config = store_and_config
+    store.add(WHEEL, b"wheel")
+    store.add(SDIST, b"no metadata", **({"meta": None} if hasattr(store, "directory") else {}))
+    if hasattr(store, "directory"):  # file store
+        store.add("broken-1.0.tar.gz", b"x", meta="malformed")
+        store.add_raw("my-pkg/1.0/.my_pkg-1.0.tar.gz.3f2a")  # pypicloud's temporary names
+        store.add_raw("my-pkg/1.0/.metadata.77ab")
+        store.add_raw("my-pkg/1.0/notes.txt")
+        store.add_raw("my-pkg/README.md")
+        store.add_raw("stray-file.txt")
+        store.add_raw("bad name/1.0/bad_name-1.0.tar.gz")
+        os.symlink("/etc/passwd", os.path.join(store.directory, "my-pkg/1.0/my_pkg-9.0.tar.gz"))
+    else:
+        store.add("broken-1.0.tar.gz", b"x", with_name=False)  # written by an older tool
+        store.add_raw("packages/abcd/my-pkg/notes.txt")
+        store.add_raw("packages/my-pkg/my_pkg-2.0.tar.gz")  # no hash folder
+        store.add_raw("packages/zz/my-pkg/my_pkg-3.0.tar.gz")  # not a hash
+        store.add_raw("packages/abcd/my-pkg/extra/my_pkg-4.0.tar.gz")
+        store.add_raw("elsewhere/abcd/my-pkg/my_pkg-5.0.tar.gz")  # outside the prefix
+        store.add_raw("packages/abcd/my-pkg/")
+    mountpoint = mounts.mount(config())
+
+    assert sorted(os.listdir(mountpoint)) == ["broken", "my-pkg"]
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == [WHEEL, SDIST]
+    assert os.listdir(mountpoint / "broken") == ["broken-1.0.tar.gz"]
+    assert (mountpoint / "my-pkg" / SDIST).read_bytes() == b"no metadata"
+    for hidden in ("1.0", f"{SDIST}.meta", "notes.txt", "abcd", "packages"):
+        assert not (mountpoint / "my-pkg" / hidden).exists()
+        assert not (mountpoint / hidden).exists()
+
+
+def test_missing_paths_are_enoent(store_and_config, mounts):
+    store, config = store_and_config
+    store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(config())
+
+    for missing in ("nothing", "my-pkg/nothing.whl", "my-pkg/1.0", "my-pkg/.meta"):
+        with pytest.raises(FileNotFoundError):
+            os.stat(mountpoint / missing)
+    with pytest.raises(NotADirectoryError):
+        os.stat(mountpoint / "my-pkg" / WHEEL / "below")
+
+
+def test_the_mount_is_read_only_for_now(store_and_config, mounts):
+    store, config = store_and_config
+    store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(config())
+
+    with pytest.raises(OSError) as raised:
+        open(mountpoint / "my-pkg" / WHEEL, "r+b")
+    assert raised.value.errno in (errno.EROFS, errno.EACCES)
+    with pytest.raises(OSError):
+        (mountpoint / "my-pkg" / "new-1.0.tar.gz").write_bytes(b"x")
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == [WHEEL]
+
+
+@pytest.mark.parametrize("prefix, prepend_hash", [("", "true"), ("", "false"),
+                                                  ("packages/", "false"), ("a/b/", "true")])
+def test_s3_layouts(s3_client, moto_server, mounts, prefix, prepend_hash):
+    from stores import S3Store
+
+    store = S3Store(s3_client, "pkgfs-test", prefix=prefix, prepend_hash=prepend_hash == "true")
+    store.add(WHEEL, b"wheel bytes")
+    store.add(OTHER, b"other bytes")
+    mountpoint = mounts.mount(s3_config(moto_server, **{"aws.prefix": prefix,
+                                                        "aws.prepend_hash": prepend_hash}))
+
+    assert sorted(os.listdir(mountpoint)) == ["my-pkg", "other-project"]
+    assert (mountpoint / "my-pkg" / WHEEL).read_bytes() == b"wheel bytes"
+    assert (mountpoint / "other-project" / OTHER).read_bytes() == b"other bytes"
+
+
+def test_pypicloud_app_main_ini_mounts_unchanged(file_store, mounts):
+    file_store.add(WHEEL, b"wheel")
+    config = ("[app:main]\nuse = egg:pypicloud\npypi.default_read = everyone\n"
+              f"pypi.storage = file\nstorage.dir = {file_store.directory}\n"
+              "[server:main]\nuse = egg:waitress#main\nport = 6543\n")
+    mountpoint = mounts.mount(config)
+    assert os.listdir(mountpoint / "my-pkg") == [WHEEL]
+
+
+def test_listings_are_cached_for_cache_ttl(file_store, mounts):
+    file_store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.cache_ttl": 3600}))
+    assert os.listdir(mountpoint) == ["my-pkg"]
+
+    file_store.add(OTHER, b"other")  # by another writer, behind the mount's back
+    assert os.listdir(mountpoint) == ["my-pkg"]
+
+
+def test_a_new_listing_after_cache_ttl(file_store, mounts):
+    file_store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.cache_ttl": 0}))
+    assert os.listdir(mountpoint) == ["my-pkg"]
+
+    file_store.add(OTHER, b"other")
+    assert sorted(os.listdir(mountpoint)) == ["my-pkg", "other-project"]
+
+
+def test_default_store_needs_no_config(tmp_path, mounts):
+    data_home = tmp_path / "data"
+    mounts.env["XDG_DATA_HOME"] = str(data_home)
+    mountpoint = mounts.mount(None)
+    assert os.listdir(mountpoint) == []
+    assert (data_home / "pkgfs" / "store").is_dir()
+
+
+def test_python_m_pkgfs_and_the_pkgfs_script_are_the_same():
+    import shutil
+    import sys
+
+    script = shutil.which("pkgfs", path=os.path.dirname(sys.executable))
+    assert script, "the pkgfs script is not installed beside this python"
+    by_script = subprocess.run([script, "--help"], capture_output=True, text=True)
+    by_module = subprocess.run([sys.executable, "-m", "pkgfs", "--help"], capture_output=True,
+                               text=True)
+    assert by_script.returncode == by_module.returncode == 0
+    assert by_script.stdout == by_module.stdout
