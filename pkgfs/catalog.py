@@ -40,9 +40,21 @@ class Catalog:
     def file(self, project: str, filename: str) -> StoredFile | None:
         return self.tree().get(project, {}).get(filename)
 
-    def invalidate(self) -> None:
+    def added(self, stored: StoredFile) -> None:
+        """This mount stored a file: show it at once, without listing the store again."""
         with self._lock:
-            self._cache.clear()
+            tree = self._cache.get("tree")
+            if tree is not None:
+                tree.setdefault(stored.project, {})[stored.filename] = stored
+
+    def removed(self, stored: StoredFile) -> None:
+        """This mount deleted a file: hide it at once."""
+        with self._lock:
+            files = self._cache.get("tree", {}).get(stored.project)
+            if files is not None:
+                files.pop(stored.filename, None)
+                if not files:
+                    del self._cache["tree"][stored.project]
 
     def _list(self) -> Tree:
         started = time.monotonic()

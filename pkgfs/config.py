@@ -32,6 +32,8 @@ ALIASES = {
     "aws.buffer_time": ("storage.buffer_time",),
     "pkgfs.cache_ttl": (),
     "pkgfs.timeout": (),
+    "pkgfs.staging_dir": (),
+    "pypi.allow_overwrite": (),
 }
 
 FILE_KINDS = ("file", "pypicloud.storage.FileStorage", "pypicloud.storage.files.FileStorage")
@@ -65,11 +67,19 @@ class S3StoreConfig:
     buffer_time: int = 600
 
 
+def default_staging_dir() -> str:
+    """Where files copied in wait, on local disk, until they are stored."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache_home, "pkgfs", "staging")
+
+
 @dataclass(frozen=True)
 class Config:
     store: FileStoreConfig | S3StoreConfig
     cache_ttl: float = DEFAULT_CACHE_TTL  # seconds a listing is trusted
     timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take
+    allow_overwrite: bool = False  # may a copy replace a stored file of the same name
+    staging_dir: str = field(default_factory=default_staging_dir)
 
 
 def default_config() -> Config:
@@ -114,6 +124,9 @@ def _parse(raw: dict[str, str], here: str) -> Config:
         store,
         cache_ttl=_number(options, "pkgfs.cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
         timeout=_number(options, "pkgfs.timeout", DEFAULT_TIMEOUT, minimum=0.1),
+        allow_overwrite=_boolean(options, "pypi.allow_overwrite", False),
+        staging_dir=os.path.join(here, os.path.expanduser(
+            options.get("pkgfs.staging_dir") or default_staging_dir())),
     )
 
 

@@ -31,3 +31,23 @@ class StorageUnavailable(StorageError):
 
 class AccessDenied(StorageError):
     """The store refused the credentials, or refused them this operation."""
+
+
+class InvalidName(PkgfsError):
+    """A name that cannot be stored where it was given: not a distribution, wrong project."""
+
+
+class AlreadyExists(PkgfsError):
+    """The store has that file, and overwriting is off."""
+
+
+class NotEmpty(PkgfsError):
+    """A project folder that still holds files."""
+
+
+class ReadOnly(PkgfsError):
+    """The mount is read-only."""
+
+
+class CrossDevice(PkgfsError):
+    """A rename that cannot be done in place; ``mv`` then copies and deletes instead."""

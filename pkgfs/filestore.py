@@ -1,9 +1,13 @@
 """pypicloud's file storage: ``<dir>/<project>/<version>/<filename>`` beside ``<filename>.meta``."""
 
+import json
 import os
+import secrets
+import shutil
 from typing import Iterator
 
 from .errors import NotFound, StorageError
+from .names import parse_filename
 from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
 
 
@@ -46,6 +50,53 @@ class FileStorage(Storage):
             raise StorageError(f"cannot open {stored.location}: {error.strerror}") from None
         return FileReader(fd)
 
+    def store(self, project: str, filename: str, source: str,
+              metadata: dict[str, str]) -> StoredFile:
+        folder = os.path.join(self.directory, project, parse_filename(filename).version)
+        target = os.path.join(folder, filename)
+        temporaries = []
+        try:
+            os.makedirs(folder, exist_ok=True)
+            # As pypicloud: each file is written under a hidden name, then
+            # renamed into place, so that no reader sees half of it.
+            meta_temporary = _temporary(folder, ".metadata.")
+            temporaries.append(meta_temporary)
+            with open(meta_temporary, "w", encoding="utf-8") as meta_file:
+                json.dump(metadata, meta_file)
+            package_temporary = _temporary(folder, f".{filename}.")
+            temporaries.append(package_temporary)
+            shutil.copyfile(source, package_temporary)
+            os.rename(meta_temporary, target + ".meta")
+            os.rename(package_temporary, target)
+            stat = os.stat(target)
+        except OSError as error:
+            for temporary in temporaries:
+                _remove(temporary)
+            self._remove_empty_folders(folder)
+            raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
+        return StoredFile(project, filename, stat.st_size, stat.st_mtime, target)
+
+    def delete(self, stored: StoredFile) -> None:
+        try:
+            os.unlink(stored.location)
+        except FileNotFoundError:
+            raise NotFound(f"{stored.location} is gone") from None
+        except OSError as error:
+            raise StorageError(f"cannot delete {stored.location}: {error.strerror}") from None
+        _remove(stored.location + ".meta")
+        self._remove_empty_folders(os.path.dirname(stored.location))
+
+    def _remove_empty_folders(self, version_folder: str) -> None:
+        """Remove the version folder, then the project folder, if empty, as pypicloud does."""
+        project_folder = os.path.dirname(version_folder)
+        if os.path.dirname(project_folder) != self.directory:
+            return  # not <dir>/<project>/<version>: not ours to remove
+        for folder in (version_folder, project_folder):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return  # not empty, or already gone
+
 
 class FileReader(Reader):
     def __init__(self, fd: int):
@@ -59,6 +110,17 @@ class FileReader(Reader):
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _temporary(folder: str, prefix: str) -> str:
+    return os.path.join(folder, prefix + secrets.token_hex(8))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _subdirectories(path: str) -> Iterator[os.DirEntry]:

@@ -1,6 +1,6 @@
-"""The FUSE layer: translates paths to catalog lookups and pkgfs errors to errno.
+"""The FUSE layer: translates paths to PackageTree calls and pkgfs errors to errno.
 
-Nothing else happens here; the storage knows its layout, the catalog caches.
+Nothing else happens here; the tree holds the rules, the storage its layout.
 """
 
 import errno
@@ -9,31 +9,43 @@ import logging
 import os
 import stat
 import threading
-import time
 from typing import Callable
 
 from fuse import FuseOSError, Operations
 
-from .catalog import Catalog
-from .errors import AccessDenied, NotFound, PkgfsError, StorageUnavailable
-from .storage import Reader, StoredFile
+from .errors import (
+    AccessDenied,
+    AlreadyExists,
+    CrossDevice,
+    InvalidName,
+    NotEmpty,
+    NotFound,
+    PkgfsError,
+    ReadOnly,
+    StorageUnavailable,
+)
+from .storage import Reader
+from .tree import Directory, PackageTree, StagedFile
 
 log = logging.getLogger(__name__)
 
 _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
+          (AlreadyExists, errno.EEXIST), (InvalidName, errno.EINVAL),
+          (NotEmpty, errno.ENOTEMPTY), (ReadOnly, errno.EROFS), (CrossDevice, errno.EXDEV),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
+# Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
+_QUIET = (errno.ENOENT,)
 
 
 class PackageFS(Operations):
-    """``/<project>/<filename>``, read from a Catalog."""
+    """``/<project>/<filename>`` of a PackageTree."""
 
     use_ns = True
 
-    def __init__(self, catalog: Catalog, on_ready: Callable[[], None] = lambda: None):
-        self.catalog = catalog
+    def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
+        self.tree = tree
         self._on_ready = on_ready
-        self._mounted_at = time.time_ns()
-        self._readers: dict[int, Reader] = {}
+        self._open: dict[int, Reader | StagedFile] = {}
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -45,9 +57,12 @@ class PackageFS(Operations):
             raise
         except PkgfsError as error:
             code = next(code for kind, code in _ERRNO if isinstance(error, kind))
-            log.log(logging.DEBUG if code == errno.ENOENT else logging.ERROR,
-                    "%s %s: %s", operation, args[0] if args else "", error)
+            level = logging.DEBUG if code in _QUIET else logging.WARNING
+            log.log(level, "%s %s refused: %s", operation, args[0] if args else "", error)
             raise FuseOSError(code) from None
+        except OSError as error:
+            log.warning("%s %s: %s", operation, args[0] if args else "", error)
+            raise FuseOSError(error.errno or errno.EIO) from None
         except Exception:
             log.exception("%s %s failed", operation, args[0] if args else "")
             raise FuseOSError(errno.EIO) from None
@@ -55,73 +70,112 @@ class PackageFS(Operations):
     def init(self, path):
         self._on_ready()
 
+    def destroy(self, path):
+        self.tree.close()
+
+    # --- Looking ---------------------------------------------------------
+
     def getattr(self, path, fh=None):
-        parts = _split(path)
-        if not parts:
-            return self._directory_attributes(self._mounted_at)
-        files = self._project(parts[0])
-        if len(parts) == 1:
-            newest = max((stored.mtime for stored in files.values()), default=0)
-            return self._directory_attributes(int(newest * 1e9) or self._mounted_at)
-        return self._file_attributes(self._file(files, parts))
+        node = self.tree.node(_split(path))
+        if isinstance(node, Directory):
+            return _attributes(stat.S_IFDIR | 0o755, 4096, node.mtime, links=2)
+        if isinstance(node, StagedFile):
+            return _attributes(stat.S_IFREG | 0o644, node.size(), node.mtime)
+        return _attributes(stat.S_IFREG | 0o644, node.size, node.mtime)
 
     def readdir(self, path, fh):
-        parts = _split(path)
-        if not parts:
-            names = self.catalog.tree().keys()
-        elif len(parts) == 1:
-            names = self._project(parts[0]).keys()
-        else:
-            raise FuseOSError(errno.ENOTDIR)
-        return [".", "..", *names]
-
-    def open(self, path, flags):
-        if flags & os.O_ACCMODE != os.O_RDONLY:
-            raise FuseOSError(errno.EROFS)
-        parts = _split(path)
-        stored = self._file(self._project(parts[0]), parts)
-        reader = self.catalog.storage.open_reader(stored)
-        with self._lock:
-            handle = next(self._handles)
-            self._readers[handle] = reader
-        return handle
-
-    def read(self, path, size, offset, fh):
-        return self._readers[fh].read(offset, size)
-
-    def release(self, path, fh):
-        with self._lock:
-            reader = self._readers.pop(fh)
-        reader.close()
+        return [".", "..", *self.tree.names(_split(path))]
 
     def statfs(self, path):
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 
-    def _project(self, project: str) -> dict[str, StoredFile]:
-        files = self.catalog.project(project)
-        if files is None:
-            raise FuseOSError(errno.ENOENT)
-        return files
+    # --- Files -----------------------------------------------------------
 
-    @staticmethod
-    def _file(files: dict[str, StoredFile], parts: list[str]) -> StoredFile:
-        if len(parts) != 2 or parts[1] not in files:
-            raise FuseOSError(errno.ENOENT)
-        return files[parts[1]]
+    def open(self, path, flags):
+        node = self.tree.node(_split(path))
+        if isinstance(node, StagedFile):
+            return self._handle(self.tree.reopen(node))
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            # Writing over a stored file makes a new one that replaces it at close.
+            return self._handle(self.tree.create(_split(path)))
+        return self._handle(self.tree.catalog.storage.open_reader(node))
 
-    @staticmethod
-    def _directory_attributes(mtime_ns: int) -> dict:
-        return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_size": 4096,
-                "st_uid": os.getuid(), "st_gid": os.getgid(),
-                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns}
+    def create(self, path, mode, fi=None):
+        return self._handle(self.tree.create(_split(path)))
 
-    @staticmethod
-    def _file_attributes(stored: StoredFile) -> dict:
-        mtime_ns = int(stored.mtime * 1e9)
-        return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": stored.size,
-                "st_blocks": (stored.size + 511) // 512,
-                "st_uid": os.getuid(), "st_gid": os.getgid(),
-                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns}
+    def read(self, path, size, offset, fh):
+        return self._open[fh].read(offset, size)
+
+    def write(self, path, data, offset, fh):
+        return self._staged(fh).write(data, offset)
+
+    def truncate(self, path, length, fh=None):
+        if fh is not None:
+            return self._staged(fh).truncate(length)
+        node = self.tree.node(_split(path))
+        if not isinstance(node, StagedFile):
+            raise FuseOSError(errno.EPERM)  # stored files are never changed in place
+        node.truncate(length)
+
+    def flush(self, path, fh):
+        opened = self._open[fh]
+        if isinstance(opened, StagedFile):
+            self.tree.commit(opened)
+
+    def fsync(self, path, datasync, fh):
+        return self.flush(path, fh)
+
+    def release(self, path, fh):
+        with self._lock:
+            opened = self._open.pop(fh)
+        if isinstance(opened, StagedFile):
+            self.tree.release(opened)
+        else:
+            opened.close()
+
+    def unlink(self, path):
+        self.tree.delete(_split(path))
+
+    def rename(self, old, new):
+        self.tree.rename(_split(old), _split(new))
+
+    # --- Folders ---------------------------------------------------------
+
+    def mkdir(self, path, mode):
+        self.tree.make_project(_split(path))
+
+    def rmdir(self, path):
+        self.tree.remove_project(_split(path))
+
+    # --- What a store has no place for succeeds, as copy tools expect ----
+
+    def chmod(self, path, mode):
+        self.tree.node(_split(path))
+
+    def chown(self, path, uid, gid):
+        self.tree.node(_split(path))
+
+    def utimens(self, path, times=None):
+        self.tree.node(_split(path))
+
+    def _handle(self, opened: Reader | StagedFile) -> int:
+        with self._lock:
+            handle = next(self._handles)
+            self._open[handle] = opened
+        return handle
+
+    def _staged(self, fh: int) -> StagedFile:
+        opened = self._open[fh]
+        if not isinstance(opened, StagedFile):
+            raise FuseOSError(errno.EBADF)
+        return opened
+
+
+def _attributes(mode: int, size: int, mtime: float, links: int = 1) -> dict:
+    mtime_ns = int(mtime * 1e9)
+    return {"st_mode": mode, "st_nlink": links, "st_size": size,
+            "st_blocks": (size + 511) // 512, "st_uid": os.getuid(), "st_gid": os.getgid(),
+            "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns}
 
 
 def _split(path: str) -> list[str]:

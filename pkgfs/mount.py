@@ -16,6 +16,7 @@ from .errors import MountError
 from .filestore import FileStorage
 from .s3store import S3Storage
 from .storage import Storage
+from .tree import PackageTree
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
             os.close(ready_fd)
 
     os.makedirs(state_dir(), exist_ok=True)
-    filesystem = PackageFS(Catalog(storage, config.cache_ttl), on_ready)
+    tree = PackageTree(Catalog(storage, config.cache_ttl), config.staging_dir,
+                       read_only=options.read_only, allow_overwrite=config.allow_overwrite)
+    filesystem = PackageFS(tree, on_ready)
     try:
         FUSE(filesystem, options.mountpoint, foreground=True, nothreads=False,
              debug=options.debug, **fuse_arguments(options, config))

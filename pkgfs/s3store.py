@@ -1,10 +1,16 @@
 """pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
 
+import hashlib
+import os
 import re
 import threading
+import time
+import unicodedata
 from typing import Callable, Iterator
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -14,6 +20,7 @@ from botocore.exceptions import (
 )
 
 from .errors import AccessDenied, NotFound, StorageError, StorageUnavailable
+from .names import parse_filename
 from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
@@ -23,6 +30,9 @@ _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 # about eight GETs.
 MIN_READ_AHEAD = 1 << 20
 MAX_READ_AHEAD = 32 << 20
+
+_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
+                           max_concurrency=4)
 
 _ACCESS_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                  "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -89,6 +99,25 @@ class S3Storage(Storage):
     def open_reader(self, stored: StoredFile) -> Reader:
         return S3Reader(self, stored.location, stored.size)
 
+    def key(self, project: str, filename: str) -> str:
+        hashed = hashlib.md5(filename.encode()).hexdigest()[:4] + "/" if self.prepend_hash else ""
+        return f"{self.prefix}{hashed}{project}/{filename}"
+
+    def store(self, project: str, filename: str, source: str,
+              metadata: dict[str, str]) -> StoredFile:
+        key = self.key(project, filename)
+        s3_metadata = {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
+        s3_metadata.update(name=project, version=parse_filename(filename).version)
+        # The transfer manager uploads in parts above the threshold and aborts
+        # the multipart upload if a part fails: S3 shows the object only once
+        # the whole of it is there.
+        self._call(self.client.upload_file, source, self.bucket, key,
+                   ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
+        return StoredFile(project, filename, os.path.getsize(source), time.time(), key)
+
+    def delete(self, stored: StoredFile) -> None:
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=stored.location)
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """The bytes of ``key`` from ``start``, ``length`` of them or up to its end."""
         response = self._call(self.client.get_object, Bucket=self.bucket, Key=key,
@@ -101,6 +130,9 @@ class S3Storage(Storage):
             return operation(*args, **kwargs)
         except ClientError as error:
             raise self._client_error(error) from None
+        except S3UploadFailedError as error:
+            raise StorageError(f"upload to bucket {self.bucket} failed: "
+                               f"{str(error).splitlines()[0]}") from None
         except NoCredentialsError:
             raise AccessDenied(
                 "no AWS credentials: set aws.access_key and aws.secret_key, "
@@ -125,6 +157,12 @@ class S3Storage(Storage):
             return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
                                 "credentials and the bucket policy")
         return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
+
+
+def _ascii(value: str) -> str:
+    """S3 metadata values as pypicloud writes them: NFKD, ASCII only, white space folded."""
+    text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 class S3Reader(Reader):

@@ -58,6 +58,19 @@ class Storage(abc.ABC):
     def open_reader(self, stored: StoredFile) -> Reader:
         """A reader of the exact stored bytes; NotFound if the file is gone."""
 
+    @abc.abstractmethod
+    def store(self, project: str, filename: str, source: str,
+              metadata: dict[str, str]) -> StoredFile:
+        """Store the file at ``source`` with its metadata, replacing one of the same name.
+
+        Atomic: until it returns, nobody sees the new file; if it raises,
+        nothing of it is left in the store.
+        """
+
+    @abc.abstractmethod
+    def delete(self, stored: StoredFile) -> None:
+        """Remove a file and its metadata."""
+
 
 def stored_file(project_folder: str, filename: str, size: int, mtime: float,
                 location: str) -> StoredFile | None:

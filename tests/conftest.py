@@ -159,3 +159,14 @@ def mounts(tmp_path):
     mounts = Mounts(tmp_path)
     yield mounts
     mounts.close()
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_and_config(request, moto_server):
+    """A store of either kind and the config that mounts it."""
+    if request.param == "file":
+        store = request.getfixturevalue("file_store")
+        os.makedirs(store.directory, exist_ok=True)
+        return store, lambda **options: file_config(store, **options)
+    store = request.getfixturevalue("s3_store")
+    return store, lambda **options: s3_config(moto_server, **options)

@@ -39,6 +39,27 @@ class FileStore:
                 meta_file.write("{not json")
         return path
 
+    def stored(self, filename: str) -> tuple[bytes, dict | None] | None:
+        """The bytes and .meta of a stored file, read straight from the directory."""
+        parsed = parse_filename(filename)
+        path = os.path.join(self.directory, parsed.project, parsed.version, filename)
+        if not os.path.exists(path):
+            return None
+        meta = None
+        if os.path.exists(path + ".meta"):
+            with open(path + ".meta") as meta_file:
+                meta = json.load(meta_file)
+        with open(path, "rb") as package:
+            return package.read(), meta
+
+    def contents(self) -> list[str]:
+        """Every file and folder in the store, relative to it."""
+        found = []
+        for folder, folders, files in os.walk(self.directory):
+            relative = os.path.relpath(folder, self.directory)
+            found += [os.path.normpath(os.path.join(relative, name)) for name in folders + files]
+        return sorted(found)
+
     def add_raw(self, relative_path: str, data: bytes = b"x") -> str:
         """Put anything at a path, for what is not a distribution."""
         path = os.path.join(self.directory, relative_path)
@@ -76,6 +97,58 @@ class S3Store:
     def add_raw(self, key: str, data: bytes = b"x") -> str:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
         return key
+
+    def stored(self, filename: str) -> tuple[bytes, dict] | None:
+        """The bytes and S3 metadata of a stored file, read straight from the bucket."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(filename))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read(), response["Metadata"]
+
+    def contents(self) -> list[str]:
+        """Every key in the bucket, and every multipart upload still open."""
+        keys = [item["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket) for item in page.get("Contents", [])]
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        return sorted(keys) + [f"multipart upload of {upload['Key']}" for upload in uploads]
+
+
+def wheel(name: str, version: str, summary: str = "", requires_python: str = "",
+          padding: int = 0) -> bytes:
+    """A real wheel, with METADATA in its .dist-info."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{dist_info}/METADATA", core_metadata(name, version, summary,
+                                                                requires_python))
+        archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")
+        archive.writestr(f"{name.replace('-', '_')}/data.bin", os.urandom(padding))
+    return buffer.getvalue()
+
+
+def sdist(name: str, version: str, summary: str = "", requires_python: str = "") -> bytes:
+    """A real .tar.gz sdist with PKG-INFO."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    text = core_metadata(name, version, summary, requires_python).encode()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo(f"{name.replace('-', '_')}-{version}/PKG-INFO")
+        member.size = len(text)
+        archive.addfile(member, io.BytesIO(text))
+    return buffer.getvalue()
+
+
+def core_metadata(name, version, summary, requires_python) -> str:
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Summary: {summary}"] if summary else []
+    lines += [f"Requires-Python: {requires_python}"] if requires_python else []
+    return "\n".join(lines) + "\n\nlong description\n"
 
 
 def _ascii(value: str) -> str:

@@ -1,6 +1,5 @@
 """Real mounts of both backends, driven as a user drives them."""
 
-import errno
 import os
 import subprocess
 
@@ -16,16 +15,6 @@ OTHER = "Other.Project-2.0b1.zip"
 def payload(seed: str, size: int) -> bytes:
     block = (seed * 64).encode()[:64]
     return (block * (size // 64 + 1))[:size]
-
-
-@pytest.fixture(params=["file", "s3"])
-def store_and_config(request, moto_server, tmp_path):
-    """A store of either kind and the config that mounts it."""
-    if request.param == "file":
-        store = request.getfixturevalue("file_store")
-        return store, lambda **options: file_config(store, **options)
-    store = request.getfixturevalue("s3_store")
-    return store, lambda **options: s3_config(moto_server, **options)
 
 
 def test_ls_shows_projects_and_their_files(store_and_config, mounts):
@@ -113,19 +102,6 @@ def test_missing_paths_are_enoent(store_and_config, mounts):
             os.stat(mountpoint / missing)
     with pytest.raises(NotADirectoryError):
         os.stat(mountpoint / "my-pkg" / WHEEL / "below")
-
-
-def test_the_mount_is_read_only_for_now(store_and_config, mounts):
-    store, config = store_and_config
-    store.add(WHEEL, b"wheel")
-    mountpoint = mounts.mount(config())
-
-    with pytest.raises(OSError) as raised:
-        open(mountpoint / "my-pkg" / WHEEL, "r+b")
-    assert raised.value.errno in (errno.EROFS, errno.EACCES)
-    with pytest.raises(OSError):
-        (mountpoint / "my-pkg" / "new-1.0.tar.gz").write_bytes(b"x")
-    assert sorted(os.listdir(mountpoint / "my-pkg")) == [WHEEL]
 
 
 @pytest.mark.parametrize("prefix, prepend_hash", [("", "true"), ("", "false"),
