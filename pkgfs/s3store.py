@@ -5,6 +5,7 @@ import os
 import re
 import threading
 import time
+import logging
 import unicodedata
 from typing import Callable, Iterator
 
@@ -22,6 +23,8 @@ from botocore.exceptions import (
 from .errors import AccessDenied, NotFound, StorageError, StorageUnavailable
 from .names import parse_filename
 from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
+
+log = logging.getLogger(__name__)
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 
@@ -49,6 +52,7 @@ class S3Storage(Storage):
         self.prepend_hash = prepend_hash
         self.region = region
         self.endpoint = endpoint_url or "AWS S3"
+        self._failed_uploads: dict[str, float] = {}  # key -> when its upload failed
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
         self.client = session.client("s3", endpoint_url=endpoint_url, config=BotoConfig(
@@ -77,6 +81,7 @@ class S3Storage(Storage):
                 f"bucket {self.bucket} does not exist and could not be created: {error}") from None
 
     def list_files(self) -> Iterator[StoredFile]:
+        self._abort_failed_uploads()
         pages = iter(self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix))
         # Each page is a request: fetch each through _call, so its errors translate.
@@ -108,12 +113,34 @@ class S3Storage(Storage):
         key = self.key(project, filename)
         s3_metadata = {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
         s3_metadata.update(name=project, version=parse_filename(filename).version)
-        # The transfer manager uploads in parts above the threshold and aborts
-        # the multipart upload if a part fails: S3 shows the object only once
-        # the whole of it is there.
-        self._call(self.client.upload_file, source, self.bucket, key,
-                   ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
+        self._abort_failed_uploads()
+        # The transfer manager uploads in parts above the threshold: S3 shows
+        # the object only once the whole of it is there.
+        try:
+            self._call(self.client.upload_file, source, self.bucket, key,
+                       ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
+        except StorageError:
+            # The transfer manager aborts the multipart upload of a failed
+            # transfer, but not while the endpoint is down: try again later.
+            self._failed_uploads[key] = time.time()
+            raise
         return StoredFile(project, filename, os.path.getsize(source), time.time(), key)
+
+    def _abort_failed_uploads(self) -> None:
+        """Abort multipart uploads our failed transfers left open, once S3 answers again."""
+        for key, failed_at in list(self._failed_uploads.items()):
+            try:
+                listed = self._call(self.client.list_multipart_uploads,
+                                    Bucket=self.bucket, Prefix=key)
+                for upload in listed.get("Uploads", []):
+                    # Only ours: uploads of that key started before our failure.
+                    if upload["Key"] == key and upload["Initiated"].timestamp() <= failed_at:
+                        self._call(self.client.abort_multipart_upload, Bucket=self.bucket,
+                                   Key=key, UploadId=upload["UploadId"])
+                        log.info("aborted the multipart upload of %s left by a failed copy", key)
+            except StorageError:
+                return  # still unreachable: next time
+            self._failed_uploads.pop(key, None)
 
     def delete(self, stored: StoredFile) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=stored.location)

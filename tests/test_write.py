@@ -232,3 +232,19 @@ def test_staging_is_empty_after_copies(file_store, mounts, tmp_path):
     assert [list(folder.iterdir()) for folder in staging.iterdir()] == [[]]
     assert file_store.contents() == ["my-pkg", "my-pkg/1.0", f"my-pkg/1.0/{WHEEL}",
                                      f"my-pkg/1.0/{WHEEL}.meta"]
+
+
+def test_another_mount_sees_writes_once_its_listing_expires(store_and_config, mounts, tmp_path):
+    store, config = store_and_config
+    store.add("old-1.0.tar.gz", b"old")
+    (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
+    writer = mounts.mount(config(), name="writer")
+    caching = mounts.mount(config(**{"pkgfs.cache_ttl": 3600}), name="caching")
+    fresh = mounts.mount(config(**{"pkgfs.cache_ttl": 0}), name="fresh")
+    assert os.listdir(caching) == os.listdir(fresh) == ["old"]
+
+    run("cp", tmp_path / WHEEL, writer)
+    run("rm", writer / "old" / "old-1.0.tar.gz")
+    assert os.listdir(writer) == ["my-pkg"]
+    assert os.listdir(fresh) == ["my-pkg"]
+    assert os.listdir(caching) == ["old"]  # until its listing is cache_ttl old

@@ -1,0 +1,92 @@
+"""A TCP proxy on loopback that a test can cut, to take an S3 endpoint down and back up."""
+
+import socket
+import threading
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to an upstream port until cut; cut, it drops every connection."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        self._down = False
+        self._cut_after: int | None = None
+        self._forwarded = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._down = True
+            for connection in self._connections:
+                _shut(connection)
+            self._connections.clear()
+
+    def cut_after(self, upstream_bytes: int) -> None:
+        """Cut once this many more bytes went upstream (in the middle of an upload)."""
+        with self._lock:
+            self._forwarded = 0
+            self._cut_after = upstream_bytes
+
+    def restore(self) -> None:
+        with self._lock:
+            self._down = False
+            self._cut_after = None
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                down = self._down
+            if down:
+                _shut(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                _shut(client)
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, upstream: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if upstream and self._count(len(data)):
+                    self.cut()
+                    return
+                target.sendall(data)
+        except OSError:
+            pass
+        _shut(target)
+
+    def _count(self, size: int) -> bool:
+        """Count bytes sent upstream; True when the cut_after budget is spent."""
+        with self._lock:
+            if self._cut_after is None:
+                return False
+            self._forwarded += size
+            return self._forwarded > self._cut_after
+
+
+def _shut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    connection.close()
