@@ -1,6 +1,8 @@
 """Writing through the mount with the tools users copy with; the store as pypicloud writes it."""
 
+import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -248,3 +250,43 @@ def test_another_mount_sees_writes_once_its_listing_expires(store_and_config, mo
     assert os.listdir(writer) == ["my-pkg"]
     assert os.listdir(fresh) == ["my-pkg"]
     assert os.listdir(caching) == ["old"]  # until its listing is cache_ttl old
+
+
+def daemon_peak_memory_kib(mounts) -> int:
+    pid = int(next(mounts.state.glob("pkgfs/*.pid")).read_text())
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def test_a_2_gb_copy_works_with_bounded_memory(file_store, mounts, tmp_path):
+    os.makedirs(file_store.directory)
+    source = tmp_path / "huge_pkg-1.0.tar.gz"
+    with open(source, "wb") as huge:
+        block = os.urandom(1 << 20)
+        for _ in range(2048):
+            huge.write(block)
+    mountpoint = mounts.mount(file_config(file_store))
+
+    run("cp", source, mountpoint)
+    assert run("cmp", source, mountpoint / "huge-pkg" / source.name).returncode == 0
+    with open(source, "rb") as huge:
+        sha256 = hashlib.file_digest(huge, "sha256").hexdigest()
+    meta_path = os.path.join(file_store.directory, "huge-pkg", "1.0", source.name + ".meta")
+    with open(meta_path) as meta:
+        assert json.load(meta)["hash_sha256"] == sha256
+    assert daemon_peak_memory_kib(mounts) < 200 * 1024  # staged on disk, never in memory
+    source.unlink()
+
+
+@pytest.mark.parametrize("name", ["bad\x01name-1.0.tar.gz", "tab\tname-1.0.tar.gz",
+                                  "x" * 250 + "-1.0.tar.gz"])
+def test_names_with_control_characters_or_too_long_are_refused(store_and_config, mounts, name):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    before = store.contents()
+
+    with pytest.raises(OSError) as raised:
+        (mountpoint / name).write_bytes(b"x")
+    assert raised.value.errno in (errno.EINVAL, errno.ENAMETOOLONG)
+    assert os.listdir(mountpoint) == []
+    assert store.contents() == before
