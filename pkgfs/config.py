@@ -88,7 +88,12 @@ def default_config() -> Config:
 
 def load_config(path: str) -> Config:
     options = _read_options(path)
-    return _parse(options, os.path.dirname(os.path.abspath(path)))
+    config = _parse(options, os.path.dirname(os.path.abspath(path)))
+    secret = getattr(config.store, "secret_key", None)
+    if secret and os.stat(path).st_mode & 0o077:
+        log.warning("config file %s holds a secret key and other users can read it: "
+                    "chmod 600 %s", path, path)
+    return config
 
 
 def _read_options(path: str) -> dict[str, str]:

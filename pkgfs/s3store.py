@@ -99,10 +99,11 @@ class S3Storage(Storage):
                 return report_skipped(key, "not <hash>/<project>/<filename>")
         elif len(parts) != 2:
             return report_skipped(key, "not <project>/<filename>")
-        return stored_file(parts[-2], parts[-1], item["Size"], item["LastModified"].timestamp(), key)
+        return stored_file(parts[-2], parts[-1], item["Size"], item["LastModified"].timestamp(),
+                           key, item.get("ETag", ""))
 
     def open_reader(self, stored: StoredFile) -> Reader:
-        return S3Reader(self, stored.location, stored.size)
+        return S3Reader(self, stored)
 
     def key(self, project: str, filename: str) -> str:
         hashed = hashlib.md5(filename.encode()).hexdigest()[:4] + "/" if self.prepend_hash else ""
@@ -124,7 +125,10 @@ class S3Storage(Storage):
             # transfer, but not while the endpoint is down: try again later.
             self._failed_uploads[key] = time.time()
             raise
-        return StoredFile(project, filename, os.path.getsize(source), time.time(), key)
+        # One HEAD for the ETag and time S3 gave it, so reads of it can be pinned.
+        head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        return StoredFile(project, filename, head["ContentLength"],
+                          head["LastModified"].timestamp(), key, head["ETag"])
 
     def _abort_failed_uploads(self) -> None:
         """Abort multipart uploads our failed transfers left open, once S3 answers again."""
@@ -145,10 +149,11 @@ class S3Storage(Storage):
     def delete(self, stored: StoredFile) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=stored.location)
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """The bytes of ``key`` from ``start``, ``length`` of them or up to its end."""
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key,
-                              Range=f"bytes={start}-{start + length - 1}")
+    def get_range(self, stored: StoredFile, start: int, length: int) -> bytes:
+        """The bytes of a stored file from ``start``, ``length`` of them or up to its end."""
+        pinned = {"IfMatch": stored.revision} if stored.revision else {}
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
+                              Range=f"bytes={start}-{start + length - 1}", **pinned)
         return self._call(response["Body"].read)
 
     def _call(self, operation: Callable, *args, **kwargs):
@@ -173,6 +178,8 @@ class S3Storage(Storage):
         code = error.response.get("Error", {}).get("Code", "")
         if code == "NoSuchBucket":
             return NotFound(f"bucket {self.bucket} does not exist")
+        if code in ("PreconditionFailed", "412"):
+            return StorageError("the file changed in the store while being read: read it again")
         if code in _MISSING_CODES:
             return NotFound(f"no such object in bucket {self.bucket}")
         if code == "InvalidAccessKeyId":
@@ -195,10 +202,10 @@ def _ascii(value: str) -> str:
 class S3Reader(Reader):
     """Ranged GETs with a read-ahead window that grows while reads are sequential."""
 
-    def __init__(self, storage: S3Storage, key: str, size: int):
+    def __init__(self, storage: S3Storage, stored: StoredFile):
         self._storage = storage
-        self._key = key
-        self._size = size
+        self._stored = stored
+        self._size = stored.size
         self._lock = threading.Lock()
         self._buffer = b""
         self._buffer_start = 0
@@ -220,10 +227,11 @@ class S3Reader(Reader):
         sequential = bool(self._buffer) and self._buffer_start <= offset <= buffer_end
         self._window = min(self._window * 2, MAX_READ_AHEAD) if sequential else MIN_READ_AHEAD
         length = min(max(size, self._window), self._size - offset)
-        self._buffer = self._storage.get_range(self._key, offset, length)
+        self._buffer = self._storage.get_range(self._stored, offset, length)
         self._buffer_start = offset
         if len(self._buffer) < size:
-            raise StorageError(f"{self._key} is shorter than listed: it changed while being read")
+            raise StorageError(f"{self._stored.location} is shorter than listed: "
+                               "it changed while being read")
 
     def close(self) -> None:
         self._buffer = b""

@@ -29,6 +29,7 @@ class StoredFile:
     size: int
     mtime: float  # seconds since the epoch
     location: str  # where the backend keeps it: a path or an object key
+    revision: str = ""  # what names this content (an S3 ETag): a read never mixes two
 
 
 class Reader(abc.ABC):
@@ -73,7 +74,7 @@ class Storage(abc.ABC):
 
 
 def stored_file(project_folder: str, filename: str, size: int, mtime: float,
-                location: str) -> StoredFile | None:
+                location: str, revision: str = "") -> StoredFile | None:
     """The StoredFile for a file found in the store, or None if it is no distribution."""
     try:
         parse_filename(filename)
@@ -82,7 +83,7 @@ def stored_file(project_folder: str, filename: str, size: int, mtime: float,
     project = normalize(project_folder)
     if not is_project_name(project):
         return report_skipped(location, f"{project_folder!r} is not a project name")
-    return StoredFile(project, filename, size, mtime, location)
+    return StoredFile(project, filename, size, mtime, location, revision)
 
 
 def report_skipped(location: str, reason: str) -> None:

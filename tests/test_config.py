@@ -132,3 +132,20 @@ def test_bad_configs_get_one_line_errors(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "absent.conf"))
+
+
+def test_a_secret_others_can_read_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "pkgfs.conf"
+    path.write_text("[pkgfs]\npypi.storage = s3\naws.bucket = b1\n"
+                    "aws.access_key = AKID\naws.secret_key = s3cr3t-value\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        load_config(str(path))
+    assert f"chmod 600 {path}" in caplog.text
+    assert "s3cr3t-value" not in caplog.text
+
+    caplog.clear()
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING):
+        load_config(str(path))
+    assert caplog.text == ""

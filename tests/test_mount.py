@@ -166,3 +166,18 @@ def test_python_m_pkgfs_and_the_pkgfs_script_are_the_same():
                                text=True)
     assert by_script.returncode == by_module.returncode == 0
     assert by_script.stdout == by_module.stdout
+
+
+def test_a_reader_never_mixes_two_versions_of_an_s3_object(s3_store, moto_server, mounts):
+    first, second = os.urandom(4 << 20), os.urandom(4 << 20)
+    s3_store.add(WHEEL, first)
+    mountpoint = mounts.mount(s3_config(moto_server, **{"pkgfs.cache_ttl": 3600}))
+
+    with open(mountpoint / "my-pkg" / WHEEL, "rb", buffering=0) as package:
+        assert package.read(65536) == first[:65536]
+        s3_store.add(WHEEL, second)  # replaced behind the mount's back
+        with pytest.raises(OSError) as raised:
+            package.seek(3 << 20)
+            package.read(65536)
+    assert raised.value.strerror == "Input/output error"
+    assert "changed in the store while being read" in mounts.logs()
