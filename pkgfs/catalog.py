@@ -26,12 +26,16 @@ class Catalog:
         # Held while listing, so that concurrent lookups wait for one listing
         # instead of each starting its own.
         self._lock = threading.Lock()
+        # Goes up whenever what the catalog shows may have changed: pages made
+        # from it are good while it stays the same.
+        self.generation = 0
 
     def tree(self) -> Tree:
         with self._lock:
             tree = self._cache.get("tree")
             if tree is None:
                 tree = self._cache["tree"] = self._list()
+                self.generation += 1
             return tree
 
     def project(self, project: str) -> dict[str, StoredFile] | None:
@@ -46,6 +50,7 @@ class Catalog:
             tree = self._cache.get("tree")
             if tree is not None:
                 tree.setdefault(stored.project, {})[stored.filename] = stored
+            self.generation += 1
 
     def removed(self, stored: StoredFile) -> None:
         """This mount deleted a file: hide it at once."""
@@ -55,6 +60,7 @@ class Catalog:
                 files.pop(stored.filename, None)
                 if not files:
                     del self._cache["tree"][stored.project]
+            self.generation += 1
 
     def _list(self) -> Tree:
         started = time.monotonic()

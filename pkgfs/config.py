@@ -32,7 +32,9 @@ ALIASES = {
     "aws.buffer_time": ("storage.buffer_time",),
     "pkgfs.cache_ttl": (),
     "pkgfs.timeout": (),
-    "pkgfs.staging_dir": (),
+    "pkgfs.cache_dir": (),
+    "pkgfs.index": (),
+    "pkgfs.presigned_urls": (),
     "pypi.allow_overwrite": (),
 }
 
@@ -67,10 +69,10 @@ class S3StoreConfig:
     buffer_time: int = 600
 
 
-def default_staging_dir() -> str:
-    """Where files copied in wait, on local disk, until they are stored."""
+def default_cache_dir() -> str:
+    """Local disk for files being copied in and for what the index extracts."""
     cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(cache_home, "pkgfs", "staging")
+    return os.path.join(cache_home, "pkgfs")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,17 @@ class Config:
     cache_ttl: float = DEFAULT_CACHE_TTL  # seconds a listing is trusted
     timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take
     allow_overwrite: bool = False  # may a copy replace a stored file of the same name
-    staging_dir: str = field(default_factory=default_staging_dir)
+    cache_dir: str = field(default_factory=default_cache_dir)
+    index: bool = True  # generate index.html, index.json and <wheel>.metadata
+    presigned_urls: bool = False  # S3: index pages link to presigned URLs
+
+    @property
+    def staging_dir(self) -> str:
+        return os.path.join(self.cache_dir, "staging")
+
+    @property
+    def index_cache_dir(self) -> str:
+        return os.path.join(self.cache_dir, "index")
 
 
 def default_config() -> Config:
@@ -130,8 +142,10 @@ def _parse(raw: dict[str, str], here: str) -> Config:
         cache_ttl=_number(options, "pkgfs.cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
         timeout=_number(options, "pkgfs.timeout", DEFAULT_TIMEOUT, minimum=0.1),
         allow_overwrite=_boolean(options, "pypi.allow_overwrite", False),
-        staging_dir=os.path.join(here, os.path.expanduser(
-            options.get("pkgfs.staging_dir") or default_staging_dir())),
+        cache_dir=os.path.join(here, os.path.expanduser(
+            options.get("pkgfs.cache_dir") or default_cache_dir())),
+        index=_boolean(options, "pkgfs.index", True),
+        presigned_urls=_presigned_urls(options, store),
     )
 
 
@@ -149,6 +163,15 @@ def _canonical_options(raw: dict[str, str]) -> dict[str, str]:
             raise ConfigError(f"{name} is set twice (as {key} too): keep one of them")
         options[name] = value.strip()
     return options
+
+
+def _presigned_urls(options: dict[str, str], store) -> bool:
+    wanted = _boolean(options, "pkgfs.presigned_urls", False)
+    if wanted and not isinstance(store, S3StoreConfig):
+        raise ConfigError("pkgfs.presigned_urls needs s3 storage: a file store has no URLs")
+    if wanted and not _boolean(options, "pkgfs.index", True):
+        raise ConfigError("pkgfs.presigned_urls needs pkgfs.index = true: the index has the URLs")
+    return wanted
 
 
 def _file_store(options: dict[str, str], here: str) -> FileStoreConfig:

@@ -49,5 +49,9 @@ class ReadOnly(PkgfsError):
     """The mount is read-only."""
 
 
+class Generated(PkgfsError):
+    """A file the index generates: it cannot be written, renamed or removed."""
+
+
 class CrossDevice(PkgfsError):
     """A rename that cannot be done in place; ``mv`` then copies and deletes instead."""

@@ -86,6 +86,32 @@ class FileStorage(Storage):
         _remove(stored.location + ".meta")
         self._remove_empty_folders(os.path.dirname(stored.location))
 
+    def read_metadata(self, stored: StoredFile) -> dict[str, str]:
+        try:
+            with open(stored.location + ".meta", encoding="utf-8") as meta_file:
+                metadata = json.load(meta_file)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            report_skipped(stored.location + ".meta", f"unreadable metadata: {error}")
+            return {}
+        if not isinstance(metadata, dict):
+            return {}
+        return {str(key): str(value) for key, value in metadata.items() if value}
+
+    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
+        folder = os.path.dirname(stored.location)
+        temporary = _temporary(folder, ".metadata.")
+        try:
+            with open(temporary, "w", encoding="utf-8") as meta_file:
+                json.dump(metadata, meta_file)
+            os.rename(temporary, stored.location + ".meta")
+        except OSError as error:
+            _remove(temporary)
+            raise StorageError(f"cannot write metadata of {stored.location}: "
+                               f"{error.strerror}") from None
+        return stored
+
     def _remove_empty_folders(self, version_folder: str) -> None:
         """Remove the version folder, then the project folder, if empty, as pypicloud does."""
         project_folder = os.path.dirname(version_folder)

@@ -17,6 +17,7 @@ from .errors import (
     AccessDenied,
     AlreadyExists,
     CrossDevice,
+    Generated,
     InvalidName,
     NotEmpty,
     NotFound,
@@ -25,6 +26,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .storage import Reader
+from .index import BytesReader, GeneratedFile
 from .tree import Directory, PackageTree, StagedFile
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
           (AlreadyExists, errno.EEXIST), (InvalidName, errno.EINVAL),
           (NotEmpty, errno.ENOTEMPTY), (ReadOnly, errno.EROFS), (CrossDevice, errno.EXDEV),
+          (Generated, errno.EPERM),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
 # Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
 _QUIET = (errno.ENOENT,)
@@ -81,6 +84,8 @@ class PackageFS(Operations):
             return _attributes(stat.S_IFDIR | 0o755, 4096, node.mtime, links=2)
         if isinstance(node, StagedFile):
             return _attributes(stat.S_IFREG | 0o644, node.size(), node.mtime)
+        if isinstance(node, GeneratedFile):
+            return _attributes(stat.S_IFREG | 0o444, len(node.content), node.mtime)
         return _attributes(stat.S_IFREG | 0o644, node.size, node.mtime)
 
     def readdir(self, path, fh):
@@ -98,6 +103,8 @@ class PackageFS(Operations):
         if flags & os.O_ACCMODE != os.O_RDONLY:
             # Writing over a stored file makes a new one that replaces it at close.
             return self._handle(self.tree.create(_split(path)))
+        if isinstance(node, GeneratedFile):
+            return self._handle(BytesReader(node.content))
         return self._handle(self.tree.catalog.storage.open_reader(node))
 
     def create(self, path, mode, fi=None):

@@ -16,6 +16,7 @@ from .errors import MountError
 from .filestore import FileStorage
 from .s3store import S3Storage
 from .storage import Storage
+from .index import Presigning, SimpleIndex
 from .tree import PackageTree
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,9 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
             os.close(ready_fd)
 
     os.makedirs(state_dir(), exist_ok=True)
-    tree = PackageTree(Catalog(storage, config.cache_ttl), config.staging_dir,
-                       read_only=options.read_only, allow_overwrite=config.allow_overwrite)
+    catalog = Catalog(storage, config.cache_ttl)
+    tree = PackageTree(catalog, config.staging_dir, read_only=options.read_only,
+                       allow_overwrite=config.allow_overwrite, index=_index(config, catalog))
     filesystem = PackageFS(tree, on_ready)
     try:
         FUSE(filesystem, options.mountpoint, foreground=True, nothreads=False,
@@ -143,6 +145,15 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
                          "see the messages above") from None
     _remove(state_file(options.mountpoint, "pid"))
     log.info("unmounted %s", options.mountpoint)
+
+
+def _index(config: Config, catalog: Catalog) -> SimpleIndex | None:
+    if not config.index:
+        return None
+    presigning = None
+    if config.presigned_urls:
+        presigning = Presigning(config.store.expire_after, config.store.buffer_time)
+    return SimpleIndex(catalog, config.index_cache_dir, presigning)
 
 
 def describe(config: Config) -> str:

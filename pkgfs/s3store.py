@@ -1,5 +1,6 @@
 """pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -148,6 +149,27 @@ class S3Storage(Storage):
 
     def delete(self, stored: StoredFile) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=stored.location)
+
+    def read_metadata(self, stored: StoredFile) -> dict[str, str]:
+        head = self._call(self.client.head_object, Bucket=self.bucket, Key=stored.location)
+        return {key.replace("-", "_"): value for key, value in head.get("Metadata", {}).items()
+                if value}
+
+    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
+        s3_metadata = {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
+        # S3 metadata cannot change in place: the object is copied onto itself,
+        # only if it is still the content that was hashed.
+        copied = self._call(self.client.copy_object, Bucket=self.bucket, Key=stored.location,
+                            CopySource={"Bucket": self.bucket, "Key": stored.location},
+                            **({"CopySourceIfMatch": stored.revision} if stored.revision else {}),
+                            Metadata=s3_metadata, MetadataDirective="REPLACE")["CopyObjectResult"]
+        return dataclasses.replace(stored, mtime=copied["LastModified"].timestamp(),
+                                   revision=copied["ETag"])
+
+    def url(self, stored: StoredFile, expires_in: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": stored.location},
+            ExpiresIn=expires_in)
 
     def get_range(self, stored: StoredFile, start: int, length: int) -> bytes:
         """The bytes of a stored file from ``start``, ``length`` of them or up to its end."""

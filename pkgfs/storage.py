@@ -72,6 +72,18 @@ class Storage(abc.ABC):
     def delete(self, stored: StoredFile) -> None:
         """Remove a file and its metadata."""
 
+    @abc.abstractmethod
+    def read_metadata(self, stored: StoredFile) -> dict[str, str]:
+        """The stored metadata of a file, keys spelled with ``_``; empty if it has none."""
+
+    @abc.abstractmethod
+    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
+        """Replace the stored metadata of a file, atomically; the file as it is now stored."""
+
+    def url(self, stored: StoredFile, expires_in: int) -> str | None:
+        """A URL that serves the file for ``expires_in`` seconds, if the store has such."""
+        return None
+
 
 def stored_file(project_folder: str, filename: str, size: int, mtime: float,
                 location: str, revision: str = "") -> StoredFile | None:

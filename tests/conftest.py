@@ -95,7 +95,8 @@ def s3_store(s3_client):
 
 
 def s3_config(moto_server, **options) -> str:
-    lines = {"pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",
+    """A config of the test bucket; the plain tree (no index files) unless options say."""
+    lines = {"pkgfs.index": "false", "pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",
              "aws.endpoint_url": moto_server.endpoint, "aws.region": "us-east-1",
              "aws.access_key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
              "aws.secret_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], **options}
@@ -103,7 +104,8 @@ def s3_config(moto_server, **options) -> str:
 
 
 def file_config(store: FileStore, **options) -> str:
-    lines = {"storage.dir": store.directory, **options}
+    """A config of a file store; the plain tree (no index files) unless options say."""
+    lines = {"pkgfs.index": "false", "storage.dir": store.directory, **options}
     return "[pkgfs]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items())
 
 
@@ -120,7 +122,7 @@ class Mounts:
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
         self.state = tmp_path / "state"
-        self.env = {"XDG_STATE_HOME": str(self.state)}
+        self.env = {"XDG_STATE_HOME": str(self.state), "XDG_CACHE_HOME": str(tmp_path / "cache")}
         self.mounted: list[Path] = []
 
     def mount(self, config_text: str | None, *options: str, name: str = "mnt") -> Path:

@@ -126,7 +126,10 @@ def test_pypicloud_app_main_ini_mounts_unchanged(file_store, mounts):
               f"pypi.storage = file\nstorage.dir = {file_store.directory}\n"
               "[server:main]\nuse = egg:waitress#main\nport = 6543\n")
     mountpoint = mounts.mount(config)
-    assert os.listdir(mountpoint / "my-pkg") == [WHEEL]
+    # No pkgfs keys: the defaults, so the index files are there too.
+    assert sorted(os.listdir(mountpoint)) == ["index.html", "index.json", "my-pkg"]
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == \
+        ["index.html", "index.json", WHEEL, WHEEL + ".metadata"]
 
 
 def test_listings_are_cached_for_cache_ttl(file_store, mounts):
@@ -151,7 +154,7 @@ def test_default_store_needs_no_config(tmp_path, mounts):
     data_home = tmp_path / "data"
     mounts.env["XDG_DATA_HOME"] = str(data_home)
     mountpoint = mounts.mount(None)
-    assert os.listdir(mountpoint) == []
+    assert sorted(os.listdir(mountpoint)) == ["index.html", "index.json"]  # an empty index
     assert (data_home / "pkgfs" / "store").is_dir()
 
 

@@ -225,9 +225,9 @@ def test_rsync_of_a_folder(store_and_config, mounts, tmp_path):
 
 def test_staging_is_empty_after_copies(file_store, mounts, tmp_path):
     os.makedirs(file_store.directory)
-    staging = tmp_path / "staging"
+    staging = tmp_path / "cache" / "staging"
     (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
-    mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.staging_dir": staging}))
+    mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.cache_dir": tmp_path / "cache"}))
 
     run("cp", tmp_path / WHEEL, mountpoint)
     run("cp", tmp_path / WHEEL, mountpoint / "not-a-package.txt", check=False)

@@ -23,10 +23,10 @@ def proxy(moto_server):
 @pytest.fixture
 def s3_via_proxy(s3_store, moto_server, proxy, mounts, tmp_path):
     """A mount whose S3 endpoint the test can take down, and its staging folder."""
-    staging = tmp_path / "staging"
     mountpoint = mounts.mount(s3_config(moto_server, **{
         "aws.endpoint_url": proxy.endpoint, "pkgfs.timeout": 1,
-        "pkgfs.staging_dir": staging}))
+        "pkgfs.cache_dir": tmp_path / "cache"}))
+    staging = tmp_path / "cache" / "staging"
     return mountpoint, staging
 
 
