@@ -125,8 +125,9 @@ class Mounts:
         self.env = {"XDG_STATE_HOME": str(self.state), "XDG_CACHE_HOME": str(tmp_path / "cache")}
         self.mounted: list[Path] = []
 
-    def mount(self, config_text: str | None, *options: str, name: str = "mnt") -> Path:
-        mountpoint = self.tmp_path / name
+    def mount(self, config_text: str | None, *options: str, name: str = "mnt",
+              parent: Path | None = None) -> Path:
+        mountpoint = (parent or self.tmp_path) / name
         mountpoint.mkdir()
         arguments = ["mount", str(mountpoint), *options]
         if config_text is not None:

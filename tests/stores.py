@@ -115,18 +115,25 @@ class S3Store:
 
 
 def wheel(name: str, version: str, summary: str = "", requires_python: str = "",
-          padding: int = 0) -> bytes:
-    """A real wheel, with METADATA in its .dist-info."""
+          padding: int = 0, requires: tuple[str, ...] = ()) -> bytes:
+    """A real, installable wheel, with METADATA in its .dist-info."""
     import io
     import zipfile
 
     buffer = io.BytesIO()
-    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    metadata = core_metadata(name, version, summary, requires_python, requires)
+    files = {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode(),
+             f"{module}/data.bin": os.urandom(padding),
+             f"{dist_info}/METADATA": metadata.encode(),
+             f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                                   b"Tag: py3-none-any\n"}
+    record = "".join(f"{path},,\n" for path in files) + f"{dist_info}/RECORD,,\n"
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(f"{dist_info}/METADATA", core_metadata(name, version, summary,
-                                                                requires_python))
-        archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")
-        archive.writestr(f"{name.replace('-', '_')}/data.bin", os.urandom(padding))
+        for path, content in files.items():
+            archive.writestr(path, content)
+        archive.writestr(f"{dist_info}/RECORD", record)
     return buffer.getvalue()
 
 
@@ -144,10 +151,11 @@ def sdist(name: str, version: str, summary: str = "", requires_python: str = "")
     return buffer.getvalue()
 
 
-def core_metadata(name, version, summary, requires_python) -> str:
+def core_metadata(name, version, summary, requires_python, requires=()) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     lines += [f"Summary: {summary}"] if summary else []
     lines += [f"Requires-Python: {requires_python}"] if requires_python else []
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires]
     return "\n".join(lines) + "\n\nlong description\n"
 
 

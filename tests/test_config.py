@@ -121,6 +121,11 @@ def test_unknown_keys_are_named_in_a_warning(tmp_path, caplog):
     ("[pkgfs]\nstorage.dir = /x\npkgfs.cache_ttl = -1\n", "pkgfs.cache_ttl = -1 must be at least 0"),
     ("[pkgfs]\nstorage.dir = /x\npkgfs.cache_ttl = nan\n", "must be at least 0"),
     ("[pkgfs]\nstorage.dir = /x\npkgfs.timeout = 0\n", "pkgfs.timeout = 0 must be at least"),
+    ("[pkgfs]\nstorage.dir = /x\npkgfs.presigned_urls = true\n", "needs s3 storage"),
+    ("[pkgfs]\npypi.storage = s3\naws.bucket = b\npkgfs.presigned_urls = true\n"
+     "pkgfs.index = false\n", "needs pkgfs.index = true"),
+    ("[pkgfs]\nstorage.dir = /x\npkgfs.index = sometimes\n", "pkgfs.index = sometimes is not a boolean"),
+    ("[pkgfs]\nstorage.dir = /x\npypi.allow_overwrite = 2\n", "pypi.allow_overwrite = 2 is not"),
 ])
 def test_bad_configs_get_one_line_errors(tmp_path, text, message):
     with pytest.raises(ConfigError) as raised:

@@ -1,0 +1,105 @@
+"""Real web servers on loopback that serve a mount: python -m http.server and nginx."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"web server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("web server did not start")
+
+
+class WebServer:
+    def __init__(self, command: list[str], port: int, log: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log = log
+        self._log_file = open(log, "ab")
+        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=self._log_file,
+                                        stdin=subprocess.DEVNULL)
+        wait_for_port(port, self.process)
+
+    def requests(self) -> list[str]:
+        """The paths of the GET requests served so far."""
+        return re.findall(r'"GET (\S+) HTTP', self.log.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._log_file.close()
+
+
+def python_http_server(directory: Path, work: Path) -> WebServer:
+    port = free_port()
+    return WebServer([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                      "--directory", str(directory)], port, work / "http-server.log")
+
+
+def nginx(directory: Path, work: Path) -> WebServer:
+    """nginx with the README's config (nginx.conf.example), on a loopback port."""
+    executable = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    site = (REPOSITORY / "nginx.conf.example").read_text()
+    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    site = site.replace("root /mnt/pkgs;", f"root {directory};")
+    temp = work / "nginx-temp"
+    temp.mkdir(exist_ok=True)
+    config = work / "nginx.conf"
+    config.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {work}/nginx-access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{site}
+}}
+""")
+    server = WebServer([executable, "-c", str(config), "-p", str(work)], port,
+                       work / "nginx-access.log")
+    return server
+
+
+def fresh_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    return path / "bin" / "python"
+
+
+def pip_install(python: Path, index_url: str, *requirements: str) -> subprocess.CompletedProcess:
+    """pip install from our index alone: no config, no cache, no other index."""
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("PIP_INDEX_URL", None)
+    env.pop("PIP_EXTRA_INDEX_URL", None)
+    env.pop("PIP_FIND_LINKS", None)
+    return subprocess.run([str(python), "-m", "pip", "install", "--index-url", index_url,
+                           *requirements], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=300)
