@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -211,6 +212,26 @@ def test_pip_installs_through_a_web_server(store_and_config, mounts, tmp_path, s
         fetched = web.requests()
         assert "/app/app-1.0-py3-none-any.whl.metadata" in fetched  # PEP 658
         assert "/lib/lib-2.0-py3-none-any.whl" not in fetched
+    finally:
+        web.stop()
+
+
+def test_uv_installs_through_nginx(s3_store, moto_server, mounts, tmp_path, public_dir):
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable))
+    assert uv, "uv is a test dependency: ./dev test installs it"
+    mountpoint = mounts.mount(s3_config(moto_server, **INDEX), "--allow-other", parent=public_dir)
+    publish_projects(tmp_path, mountpoint)
+    web = nginx(mountpoint, tmp_path)
+    try:
+        python = fresh_venv(tmp_path / "venv")
+        result = subprocess.run(
+            [uv, "pip", "install", "--python", str(python), "--index-url", web.url,
+             "--no-cache", "app"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            env={**os.environ, "UV_NO_CONFIG": "1"}, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        versions = installed_versions(python)
+        assert (versions["app"], versions["lib"]) == ("1.0", "1.0")
+        assert "/app/app-1.0-py3-none-any.whl.metadata" in web.requests()
     finally:
         web.stop()
 
