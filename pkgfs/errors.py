@@ -49,6 +49,10 @@ class ReadOnly(PkgfsError):
     """The mount is read-only."""
 
 
+class StagingFailed(PkgfsError):
+    """A copy could not be staged on local disk whole, so it is not stored."""
+
+
 class Generated(PkgfsError):
     """A file the index generates: it cannot be written, renamed or removed."""
 

@@ -15,6 +15,7 @@ from .config import Config, FileStoreConfig
 from .errors import MountError
 from .filestore import FileStorage
 from .s3store import S3Storage
+from .process import is_pkgfs_daemon
 from .storage import Storage
 from .index import Presigning, SimpleIndex
 from .tree import PackageTree
@@ -229,9 +230,9 @@ def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
     except (OSError, ValueError):
         return  # mounted in the foreground, or by another user: nothing to wait for
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while is_pkgfs_daemon(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if is_pkgfs_daemon(pid):
         os.kill(pid, signal.SIGTERM)
     _remove(pid_path)  # a daemon that was killed left it behind
 
@@ -243,13 +244,3 @@ def _remove(path: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` is a running pkgfs daemon (a reused pid is not ours)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            arguments = cmdline.read().split(b"\0")
-        with open(f"/proc/{pid}/stat", "rb") as process_stat:
-            state = process_stat.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return b"pkgfs" in arguments and state != b"Z"

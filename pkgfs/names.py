@@ -48,7 +48,8 @@ def is_project_name(name: str) -> bool:
 def parse_filename(filename: str) -> DistributionName:
     """Project and version of a distribution file, or NotADistribution."""
     # Control characters, undecodable bytes (surrogates) and separators never pass.
-    unsafe = not filename.isprintable() or "/" in filename or "\\" in filename
+    unsafe = (not filename.isprintable() or "/" in filename or "\\" in filename
+              or len(filename.encode("utf-8", "surrogateescape")) > 255)  # NAME_MAX
     if not filename or filename.startswith(".") or unsafe:
         raise NotADistribution(f"{filename!r} is not a distribution file name")
     try:

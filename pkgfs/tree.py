@@ -23,10 +23,12 @@ from .errors import (
     NotEmpty,
     NotFound,
     ReadOnly,
+    StagingFailed,
 )
 from .index import GeneratedFile, SimpleIndex
 from .metadata import package_metadata
 from .names import NotADistribution, is_project_name, parse_filename
+from .process import is_pkgfs_daemon
 from .storage import StoredFile
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class StagedFile:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.opens = 0
         self.dirty = False
+        self.broken = False  # a write failed (disk full): what is staged is not the file
         self.mtime = time.time()
 
     @property
@@ -62,11 +65,23 @@ class StagedFile:
     def write(self, data: bytes, offset: int) -> int:
         self.dirty = True
         self.mtime = time.time()
-        return os.pwrite(self.fd, data, offset)
+        try:
+            written = os.pwrite(self.fd, data, offset)
+        except OSError:
+            self.broken = True
+            raise
+        if written < len(data):
+            self.broken = True
+            raise OSError(errno.ENOSPC, "short write to the staging disk")
+        return written
 
     def truncate(self, length: int) -> None:
         self.dirty = True
-        os.ftruncate(self.fd, length)
+        try:
+            os.ftruncate(self.fd, length)
+        except OSError:
+            self.broken = True
+            raise
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
@@ -79,6 +94,15 @@ class StagedFile:
             pass
 
 
+def _remove_dead_staging(staging_dir: str) -> None:
+    """Drop what the staging folders of killed daemons hold: their copies failed anyway."""
+    for entry in os.scandir(staging_dir):
+        owner = entry.name.split("-")[1] if entry.name.startswith("mount-") else ""
+        if owner.isdigit() and not is_pkgfs_daemon(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            log.info("removed %s, left by a pkgfs daemon that died", entry.path)
+
+
 class PackageTree:
     """The mount's tree: the catalog's files, plus files being written and new projects."""
 
@@ -89,7 +113,8 @@ class PackageTree:
         self.read_only = read_only
         self.allow_overwrite = allow_overwrite
         os.makedirs(staging_dir, mode=0o700, exist_ok=True)
-        self._staging = tempfile.mkdtemp(prefix="mount-", dir=staging_dir)
+        _remove_dead_staging(staging_dir)
+        self._staging = tempfile.mkdtemp(prefix=f"mount-{os.getpid()}-", dir=staging_dir)
         self._staged: dict[tuple[str, str], StagedFile] = {}
         self._new_projects: set[str] = set()
         self._lock = threading.RLock()
@@ -182,6 +207,9 @@ class PackageTree:
         self._store(staged, project, staged.name)
 
     def _store(self, staged: StagedFile, project: str, filename: str) -> None:
+        if staged.broken:
+            raise StagingFailed(f"{filename}: a write to the staging disk failed; "
+                                "nothing was stored")
         metadata = package_metadata(staged.path, filename)
         stored = self.catalog.storage.store(project, filename, staged.path, metadata)
         staged.dirty = False

@@ -2,10 +2,14 @@
 
 import socket
 import threading
+import time
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to an upstream port until cut; cut, it drops every connection."""
+    """Forwards 127.0.0.1:<port> to an upstream port.
+
+    Cut, it drops every connection; stalled, it holds them open and says nothing.
+    """
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
@@ -15,6 +19,8 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._connections: list[socket.socket] = []
         self._down = False
+        self._stalled = False
+        self._held: list[socket.socket] = []
         self._cut_after: int | None = None
         self._forwarded = 0
         self._closed = False
@@ -33,10 +39,19 @@ class CuttableProxy:
             self._forwarded = 0
             self._cut_after = upstream_bytes
 
+    def stall(self) -> None:
+        """Keep every connection open and forward nothing: an endpoint that hangs."""
+        with self._lock:
+            self._stalled = True
+
     def restore(self) -> None:
         with self._lock:
             self._down = False
+            self._stalled = False
             self._cut_after = None
+            for connection in self._held:
+                _shut(connection)
+            self._held.clear()
 
     def close(self) -> None:
         self._closed = True
@@ -50,7 +65,10 @@ class CuttableProxy:
             except OSError:
                 return
             with self._lock:
-                down = self._down
+                down, stalled = self._down, self._stalled
+                if stalled:
+                    self._held.append(client)
+                    continue
             if down:
                 _shut(client)
                 continue
@@ -70,6 +88,8 @@ class CuttableProxy:
                 if upstream and self._count(len(data)):
                     self.cut()
                     return
+                while self._stalled and not self._closed:
+                    time.sleep(0.05)
                 target.sendall(data)
         except OSError:
             pass

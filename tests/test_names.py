@@ -26,6 +26,7 @@ def test_distribution_names_parse(filename, project, version):
 @pytest.mark.parametrize("filename", [
     "README.md", "foo.whl", "foo-1.0.whl", "foo-bar.tar.gz", "-1.0.tar.gz", ".foo-1.0.tar.gz",
     "foo-1.0.tar.gz.meta", "a/foo-1.0.tar.gz", "foo\n-1.0.tar.gz", "foo\udcff-1.0.tar.gz", "",
+    "x" * 250 + "-1.0.tar.gz",
 ])
 def test_other_names_are_not_distributions(filename):
     with pytest.raises(NotADistribution):

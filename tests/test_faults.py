@@ -1,0 +1,156 @@
+"""Faults never lose a package or hang a mount: S3 down or hanging, a killed daemon, a full disk."""
+
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import file_config, pkgfs, s3_config
+from proxy import CuttableProxy
+from stores import wheel
+
+WHEEL = "my_pkg-1.0-py3-none-any.whl"
+# A guard against a hung mount, far above what pkgfs.timeout = 1 allows: never a measurement.
+HANG = 120
+
+
+@pytest.fixture
+def proxy(moto_server):
+    proxy = CuttableProxy(moto_server.port)
+    yield proxy
+    proxy.close()
+
+
+def break_endpoint(proxy, how: str) -> None:
+    if how == "down":
+        proxy.cut()
+    else:
+        proxy.stall()
+
+
+def mount_via(proxy, moto_server, mounts, **options):
+    return mounts.mount(s3_config(moto_server, **{
+        "aws.endpoint_url": proxy.endpoint, "pkgfs.timeout": 1, **options}))
+
+
+def run(*command):
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=HANG)
+
+
+@pytest.mark.parametrize("how", ["down", "hanging"])
+def test_a_listing_fails_with_eio_and_the_mount_recovers(s3_store, moto_server, mounts, proxy,
+                                                         how):
+    s3_store.add(WHEEL, b"wheel")
+    mountpoint = mount_via(proxy, moto_server, mounts, **{"pkgfs.cache_ttl": 0})
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg"]
+
+    break_endpoint(proxy, how)
+    failed = run("ls", mountpoint)
+    assert failed.returncode != 0
+    assert "Input/output error" in failed.stderr
+
+    proxy.restore()
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg"]
+
+
+@pytest.mark.parametrize("how", ["down", "hanging"])
+def test_a_read_fails_with_eio_and_the_mount_recovers(s3_store, moto_server, mounts, proxy, how):
+    data = os.urandom(6 << 20)
+    s3_store.add(WHEEL, data)
+    mountpoint = mount_via(proxy, moto_server, mounts)
+    path = mountpoint / "my-pkg" / WHEEL
+
+    with open(path, "rb", buffering=0) as package:
+        assert package.read(4096) == data[:4096]
+        break_endpoint(proxy, how)
+        package.seek(5 << 20)
+        with pytest.raises(OSError) as raised:
+            package.read(4096)
+        assert raised.value.errno == errno.EIO
+        proxy.restore()
+        package.seek(5 << 20)
+        assert package.read(4096) == data[5 << 20:(5 << 20) + 4096]
+    assert path.read_bytes() == data
+
+
+def test_a_copy_to_a_hanging_endpoint_fails_at_close(s3_store, moto_server, mounts, proxy,
+                                                     tmp_path):
+    mountpoint = mount_via(proxy, moto_server, mounts)
+    (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
+
+    proxy.stall()
+    failed = run("cp", tmp_path / WHEEL, mountpoint)
+    assert failed.returncode != 0
+    assert "Input/output error" in failed.stderr
+    proxy.restore()
+    assert s3_store.contents() == []
+    assert run("cp", tmp_path / WHEEL, mountpoint).returncode == 0
+    assert s3_store.stored(WHEEL)[0] == (tmp_path / WHEEL).read_bytes()
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_a_daemon_killed_in_the_middle_of_a_copy(backend, request, moto_server, mounts, tmp_path):
+    store = request.getfixturevalue(f"{backend}_store")
+    if backend == "file":
+        os.makedirs(store.directory)
+        config = file_config(store, **{"pkgfs.cache_dir": tmp_path / "cache"})
+    else:
+        config = s3_config(moto_server, **{"pkgfs.cache_dir": tmp_path / "cache"})
+    mountpoint = mounts.mount(config)
+    data = wheel("my-pkg", "1.0", padding=1 << 20)
+
+    package = open(mountpoint / WHEEL, "wb", buffering=0)
+    package.write(data[: len(data) // 2])
+    pid = int(next(mounts.state.glob("pkgfs/*.pid")).read_text())
+    os.kill(pid, signal.SIGKILL)
+    mounts.mounted.remove(mountpoint)
+    with pytest.raises(OSError) as raised:
+        package.write(data[len(data) // 2:])
+        package.close()
+    assert raised.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    assert store.contents() == []
+
+    remounted = pkgfs("mount", str(mountpoint), "-c", str(tmp_path / "mnt.conf"), env=mounts.env)
+    assert remounted.returncode == 0, remounted.stderr
+    mounts.mounted.append(mountpoint)
+    assert "clearing a stale mount" in remounted.stderr
+    assert f"removed {tmp_path / 'cache' / 'staging'}/mount-{pid}-" in remounted.stderr
+    staging = tmp_path / "cache" / "staging"
+    assert [list(folder.iterdir()) for folder in staging.iterdir()] == [[]]
+    assert run("cp", tmp_path / "mnt.conf", mountpoint).returncode != 0  # not a distribution
+    (tmp_path / WHEEL).write_bytes(data)
+    assert run("cp", tmp_path / WHEEL, mountpoint).returncode == 0
+    assert store.stored(WHEEL)[0] == data
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: a staging disk that fills up."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_staging_disk_fails_the_copy_and_stores_nothing(store_and_config, mounts, tmp_path,
+                                                               small_disk):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config(**{"pkgfs.cache_dir": small_disk}))
+    big = tmp_path / "big_pkg-1.0-py3-none-any.whl"
+    big.write_bytes(wheel("big-pkg", "1.0", padding=8 << 20))
+
+    failed = run("cp", big, mountpoint)
+    assert failed.returncode != 0
+    assert "No space left on device" in failed.stderr
+    assert store.contents() == []
+    assert os.listdir(mountpoint) == []
+    assert [list(folder.iterdir()) for folder in (small_disk / "staging").iterdir()] == [[]]
+
+    (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
+    assert run("cp", tmp_path / WHEEL, mountpoint).returncode == 0  # the mount still works
+    assert os.listdir(mountpoint) == ["my-pkg"]
