@@ -157,7 +157,8 @@ def _canonical_options(raw: dict[str, str]) -> dict[str, str]:
         name = canonical.get(key)
         if name is None:
             if key.startswith(CHECKED_PREFIXES):
-                log.warning("unknown option %s in the config file is ignored: check its spelling", key)
+                log.warning("unknown option %s in the config file is ignored: "
+                            "check its spelling", key)
             continue
         if name in options:
             raise ConfigError(f"{name} is set twice (as {key} too): keep one of them")

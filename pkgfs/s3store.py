@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import os
 import re
 import threading
 import time
@@ -67,7 +66,8 @@ class S3Storage(Storage):
 
     def check(self) -> None:
         try:
-            self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=self.prefix,
+                       MaxKeys=1)
         except NotFound:
             self._create_bucket()
 
@@ -205,7 +205,8 @@ class S3Storage(Storage):
         if code in _MISSING_CODES:
             return NotFound(f"no such object in bucket {self.bucket}")
         if code == "InvalidAccessKeyId":
-            return AccessDenied(f"{self.endpoint} does not know the access key: check aws.access_key")
+            return AccessDenied(
+                f"{self.endpoint} does not know the access key: check aws.access_key")
         if code == "SignatureDoesNotMatch":
             return AccessDenied(
                 f"{self.endpoint} refused the secret key for this access key: check aws.secret_key")

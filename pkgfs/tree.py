@@ -220,7 +220,8 @@ class PackageTree:
         """The last close drops the staging copy, but a temporary's waits for its rename."""
         with self._lock:
             staged.opens -= 1
-            waits_for_rename = staged.is_temporary and self._staged.get(self._key_of(staged)) is staged
+            still_listed = self._staged.get(self._key_of(staged)) is staged
+            waits_for_rename = staged.is_temporary and still_listed
             if staged.opens > 0 or waits_for_rename:
                 return
             self._forget(staged)

@@ -1,69 +1,26 @@
 """Real parts: a moto S3 server on loopback, real FUSE mounts run by the pkgfs command."""
 
 import os
-import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import shutil
+import tempfile
 from pathlib import Path
 
 import boto3
 import pytest
 
+from harness import (  # noqa: F401  (the tests import these from here)
+    BUCKET,
+    CREDENTIALS,
+    Mounts,
+    MotoServer,
+    file_config,
+    pkgfs,
+    s3_config,
+)
 from stores import FileStore, S3Store
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
-BUCKET = "pkgfs-test"
 
 if not os.path.exists("/dev/fuse"):
     pytest.skip("/dev/fuse is missing: these tests need FUSE", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class MotoServer:
-    """moto's standalone S3 server, on loopback, logging every request it answers."""
-
-    def __init__(self, log_path: Path):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.process = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("moto server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request).close()
-
-    def requests(self) -> list[tuple[str, str]]:
-        """Every S3 request answered so far, in order: its method and its path."""
-        text = self.log_path.read_text(errors="replace")
-        return [(method, path) for method, path in
-                re.findall(r'"(?:\x1b\[[0-9;]*m)*(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP', text)
-                if not path.startswith("/moto-api")]
 
 
 @pytest.fixture(scope="session")
@@ -94,69 +51,6 @@ def s3_store(s3_client):
     return S3Store(s3_client, BUCKET, prefix="packages/")
 
 
-def s3_config(moto_server, **options) -> str:
-    """A config of the test bucket; the plain tree (no index files) unless options say."""
-    lines = {"pkgfs.index": "false", "pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",
-             "aws.endpoint_url": moto_server.endpoint, "aws.region": "us-east-1",
-             "aws.access_key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-             "aws.secret_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], **options}
-    return "[pkgfs]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items() if value is not None)
-
-
-def file_config(store: FileStore, **options) -> str:
-    """A config of a file store; the plain tree (no index files) unless options say."""
-    lines = {"pkgfs.index": "false", "storage.dir": store.directory, **options}
-    return "[pkgfs]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items())
-
-
-def pkgfs(*arguments, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """Run the pkgfs command as a user would, with no standard input."""
-    return subprocess.run([sys.executable, "-m", "pkgfs", *arguments], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-class Mounts:
-    """Mounts made by a test, each unmounted at its end; the daemons must exit cleanly."""
-
-    def __init__(self, tmp_path: Path):
-        self.tmp_path = tmp_path
-        self.state = tmp_path / "state"
-        self.env = {"XDG_STATE_HOME": str(self.state), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-        self.mounted: list[Path] = []
-
-    def mount(self, config_text: str | None, *options: str, name: str = "mnt",
-              parent: Path | None = None) -> Path:
-        mountpoint = (parent or self.tmp_path) / name
-        mountpoint.mkdir()
-        arguments = ["mount", str(mountpoint), *options]
-        if config_text is not None:
-            config_path = self.tmp_path / f"{name}.conf"
-            config_path.write_text(config_text)
-            arguments += ["-c", str(config_path)]
-        result = pkgfs(*arguments, env=self.env)
-        assert result.returncode == 0, result.stderr
-        assert os.path.ismount(mountpoint)
-        self.mounted.append(mountpoint)
-        return mountpoint
-
-    def unmount(self, mountpoint: Path) -> None:
-        result = pkgfs("umount", str(mountpoint), env=self.env)
-        assert result.returncode == 0, result.stderr
-        assert not os.path.ismount(mountpoint)
-        assert f"unmounted {mountpoint}" in self.logs(), "the daemon did not exit cleanly"
-        self.mounted.remove(mountpoint)
-
-    def logs(self) -> str:
-        return "".join(path.read_text() for path in self.state.glob("pkgfs/*.log"))
-
-    def close(self) -> None:
-        for mountpoint in list(self.mounted):
-            self.unmount(mountpoint)
-        assert not list(self.state.glob("pkgfs/*.pid")), "a daemon did not exit after umount"
-        assert "Traceback" not in self.logs()
-
-
 @pytest.fixture
 def mounts(tmp_path):
     mounts = Mounts(tmp_path)
@@ -173,3 +67,12 @@ def store_and_config(request, moto_server):
         return store, lambda **options: file_config(store, **options)
     store = request.getfixturevalue("s3_store")
     return store, lambda **options: s3_config(moto_server, **options)
+
+
+@pytest.fixture
+def public_dir():
+    """A folder other users can pass through, as nginx's workers must to reach a mount."""
+    folder = tempfile.mkdtemp(prefix="pkgfs-public-")
+    os.chmod(folder, 0o755)
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -2,10 +2,8 @@
 
 import errno
 import os
-import shutil
 import string
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,12 +121,6 @@ def test_fuzzed_names_never_reach_the_store_unchecked(fuzz_mount, mounts, stem, 
     os.listdir(mountpoint)
 
 
-@pytest.fixture
-def public_dir():
-    folder = tempfile.mkdtemp(prefix="pkgfs-public-")
-    os.chmod(folder, 0o755)
-    yield Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def as_nobody(*command):

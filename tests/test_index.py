@@ -9,10 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -186,13 +184,6 @@ def installed_versions(python) -> dict[str, str]:
     return {package["name"]: package["version"] for package in json.loads(listing.stdout)}
 
 
-@pytest.fixture
-def public_dir():
-    """A folder other users can pass through, as nginx's workers must to reach a mount."""
-    folder = tempfile.mkdtemp(prefix="pkgfs-public-")
-    os.chmod(folder, 0o755)
-    yield Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("server", ["http.server", "nginx"])

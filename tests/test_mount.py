@@ -29,8 +29,8 @@ def test_ls_shows_projects_and_their_files(store_and_config, mounts):
     assert os.listdir(mountpoint / "other-project") == [OTHER]
     listing = subprocess.run(["ls", "-l", mountpoint / "my-pkg"], capture_output=True, text=True,
                              check=True).stdout
-    assert f" 1000 " in listing and WHEEL in listing
-    assert f" 2000 " in listing and SDIST in listing
+    assert " 1000 " in listing and WHEEL in listing
+    assert " 2000 " in listing and SDIST in listing
 
 
 def test_sizes_mtimes_and_bytes_are_the_stored_ones(store_and_config, mounts):

@@ -11,7 +11,7 @@ import time
 import boto3
 import pytest
 
-from conftest import BUCKET, MotoServer, file_config, pkgfs, s3_config
+from conftest import MotoServer, file_config, pkgfs, s3_config
 
 
 def mount_fails(mounts, config_text, *options, mountpoint=None, env=None):

@@ -4,7 +4,6 @@ import io
 import os
 import subprocess
 
-import pytest
 from pypicloud.models import Package
 from pypicloud.storage.files import FileStorage as PypicloudFileStorage
 from pypicloud.storage.s3 import S3Storage as PypicloudS3Storage

@@ -1,7 +1,6 @@
 """A copy that fails says so at close and leaves nothing behind; the mount recovers."""
 
 import errno
-import os
 import subprocess
 
 import pytest

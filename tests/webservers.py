@@ -3,31 +3,13 @@
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from harness import free_port, wait_for_port
+
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    for _ in range(300):
-        if process.poll() is not None:
-            raise RuntimeError(f"web server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("web server did not start")
 
 
 class WebServer:
@@ -38,7 +20,7 @@ class WebServer:
         self._log_file = open(log, "ab")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=self._log_file,
                                         stdin=subprocess.DEVNULL)
-        wait_for_port(port, self.process)
+        wait_for_port(port, self.process, command[0])
 
     def requests(self) -> list[str]:
         """The paths of the GET requests served so far."""
