@@ -11,6 +11,7 @@ import stat
 import threading
 from typing import Callable
 
+from cachetools import LRUCache
 from fuse import FuseOSError, Operations
 
 from .errors import (
@@ -49,6 +50,9 @@ class PackageFS(Operations):
         self.tree = tree
         self._on_ready = on_ready
         self._open: dict[int, Reader | StagedFile] = {}
+        # What each file was at its last open: while it is the same, the kernel
+        # keeps its pages from one open to the next.
+        self._opened_as: LRUCache = LRUCache(maxsize=100_000)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -96,45 +100,50 @@ class PackageFS(Operations):
 
     # --- Files -----------------------------------------------------------
 
-    def open(self, path, flags):
+    # The operations below get libfuse's file info (raw_fi): ``fi.fh`` is our handle.
+
+    def open(self, path, fi):
         node = self.tree.node(_split(path))
         if isinstance(node, StagedFile):
-            return self._handle(self.tree.reopen(node))
-        if flags & os.O_ACCMODE != os.O_RDONLY:
+            fi.fh = self._handle(self.tree.reopen(node))
+        elif fi.flags & os.O_ACCMODE != os.O_RDONLY:
             # Writing over a stored file makes a new one that replaces it at close.
-            return self._handle(self.tree.create(_split(path)))
-        if isinstance(node, GeneratedFile):
-            return self._handle(BytesReader(node.content))
-        return self._handle(self.tree.catalog.storage.open_reader(node))
+            fi.fh = self._handle(self.tree.create(_split(path)))
+        elif isinstance(node, GeneratedFile):
+            fi.fh = self._handle(BytesReader(node.content))
+        else:
+            fi.fh = self._handle(self.tree.catalog.storage.open_reader(node))
+            fi.keep_cache = self._opened_as.get(path) == node
+            self._opened_as[path] = node
 
-    def create(self, path, mode, fi=None):
-        return self._handle(self.tree.create(_split(path)))
+    def create(self, path, mode, fi):
+        fi.fh = self._handle(self.tree.create(_split(path)))
 
-    def read(self, path, size, offset, fh):
-        return self._open[fh].read(offset, size)
+    def read(self, path, size, offset, fi):
+        return self._open[fi.fh].read(offset, size)
 
-    def write(self, path, data, offset, fh):
-        return self._staged(fh).write(data, offset)
+    def write(self, path, data, offset, fi):
+        return self._staged(fi.fh).write(data, offset)
 
-    def truncate(self, path, length, fh=None):
-        if fh is not None:
-            return self._staged(fh).truncate(length)
+    def truncate(self, path, length, fi=None):
+        if fi is not None:
+            return self._staged(fi.fh).truncate(length)
         node = self.tree.node(_split(path))
         if not isinstance(node, StagedFile):
             raise FuseOSError(errno.EPERM)  # stored files are never changed in place
         node.truncate(length)
 
-    def flush(self, path, fh):
-        opened = self._open[fh]
+    def flush(self, path, fi):
+        opened = self._open[fi.fh]
         if isinstance(opened, StagedFile):
             self.tree.commit(opened)
 
-    def fsync(self, path, datasync, fh):
-        return self.flush(path, fh)
+    def fsync(self, path, datasync, fi):
+        return self.flush(path, fi)
 
-    def release(self, path, fh):
+    def release(self, path, fi):
         with self._lock:
-            opened = self._open.pop(fh)
+            opened = self._open.pop(fi.fh)
         if isinstance(opened, StagedFile):
             self.tree.release(opened)
         else:

@@ -97,12 +97,11 @@ def check_fuse() -> None:
 
 def fuse_arguments(options: MountOptions, config: Config) -> dict:
     """The libfuse options of a mount."""
-    # Files are immutable once stored, so the kernel may keep their pages and
-    # attributes; auto_cache still drops the pages of a file whose size or
-    # mtime changed. Attributes are trusted as long as the listing is.
+    # Files are immutable once stored, so the kernel may keep their pages
+    # (PackageFS.open says when) and attributes, as long as the listing is trusted.
     arguments = {
         "fsname": "pkgfs", "subtype": "pkgfs", "default_permissions": True,
-        "auto_cache": True, "attr_timeout": config.cache_ttl,
+        "attr_timeout": config.cache_ttl,
         "entry_timeout": config.cache_ttl, "negative_timeout": 0,
         "ro": options.read_only, "allow_other": options.allow_other,
         # Writes of 128 KiB instead of libfuse 2's default of one page at a time.
@@ -139,7 +138,7 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
                        allow_overwrite=config.allow_overwrite, index=_index(config, catalog))
     filesystem = PackageFS(tree, on_ready)
     try:
-        FUSE(filesystem, options.mountpoint, foreground=True, nothreads=False,
+        FUSE(filesystem, options.mountpoint, raw_fi=True, foreground=True, nothreads=False,
              debug=options.debug, **fuse_arguments(options, config))
     except RuntimeError as error:
         raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
