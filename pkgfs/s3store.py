@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 
-# A sequential reader's window starts small (a wheel's zip directory is read
-# first, at the end) and doubles up to the largest, so a 100 MB file costs
-# about eight GETs.
-MIN_READ_AHEAD = 1 << 20
-MAX_READ_AHEAD = 32 << 20
+# What one GET fetches around a read that is not sequential (a wheel's zip
+# directory, at its end), and what a sequential read takes from its stream at
+# a time.
+READ_WINDOW = 1 << 20
 
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
@@ -178,6 +177,24 @@ class S3Storage(Storage):
                               Range=f"bytes={start}-{start + length - 1}", **pinned)
         return self._call(response["Body"].read)
 
+    def open_stream(self, stored: StoredFile, start: int):
+        """A GET of a stored file from ``start`` to its end, to be read with read_stream."""
+        pinned = {"IfMatch": stored.revision} if stored.revision else {}
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
+                              Range=f"bytes={start}-", **pinned)
+        return response["Body"]
+
+    def read_stream(self, stream, size: int) -> bytes:
+        """The next ``size`` bytes of a stream, fewer only at its end."""
+        chunks, missing = [], size
+        while missing > 0:
+            chunk = self._call(stream.read, missing)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
+
     def _call(self, operation: Callable, *args, **kwargs):
         """Run one boto3 call; its errors become the errors of pkgfs.errors."""
         try:
@@ -223,7 +240,8 @@ def _ascii(value: str) -> str:
 
 
 class S3Reader(Reader):
-    """Ranged GETs with a read-ahead window that grows while reads are sequential."""
+    """A first read fetches a window around it; once reads run on from there, one
+    open-ended GET streams the rest, so a sequential read costs two requests."""
 
     def __init__(self, storage: S3Storage, stored: StoredFile):
         self._storage = storage
@@ -232,29 +250,60 @@ class S3Reader(Reader):
         self._lock = threading.Lock()
         self._buffer = b""
         self._buffer_start = 0
-        self._window = MIN_READ_AHEAD
+        self._stream = None  # a GET body positioned at the end of the buffer
 
     def read(self, offset: int, size: int) -> bytes:
         size = min(size, self._size - offset)
         if size <= 0:
             return b""
         with self._lock:
+            buffer_end = self._buffer_start + len(self._buffer)
+            if not self._buffer_start <= offset <= offset + size <= buffer_end:
+                if self._buffer and self._buffer_start <= offset <= buffer_end:
+                    self._stream_on(offset + size)
+                else:
+                    self._jump(offset, size)
             start = offset - self._buffer_start
-            if start < 0 or start + size > len(self._buffer):
-                self._fill(offset, size)
-                start = 0
             return self._buffer[start:start + size]
 
-    def _fill(self, offset: int, size: int) -> None:
-        buffer_end = self._buffer_start + len(self._buffer)
-        sequential = bool(self._buffer) and self._buffer_start <= offset <= buffer_end
-        self._window = min(self._window * 2, MAX_READ_AHEAD) if sequential else MIN_READ_AHEAD
-        length = min(max(size, self._window), self._size - offset)
+    def _jump(self, offset: int, size: int) -> None:
+        """A read away from the last: one ranged GET of a window from there."""
+        self._close_stream()
+        length = min(max(size, READ_WINDOW), self._size - offset)
         self._buffer = self._storage.get_range(self._stored, offset, length)
         self._buffer_start = offset
         if len(self._buffer) < size:
-            raise StorageError(f"{self._stored.location} is shorter than listed: "
-                               "it changed while being read")
+            raise self._shorter()
+
+    def _stream_on(self, end: int) -> None:
+        """Sequential reads: take the next chunk from the open-ended GET, opening it once."""
+        buffer_end = self._buffer_start + len(self._buffer)
+        try:
+            if self._stream is None:
+                self._stream = self._storage.open_stream(self._stored, buffer_end)
+            wanted = min(max(end - buffer_end, READ_WINDOW), self._size - buffer_end)
+            data = self._storage.read_stream(self._stream, wanted)
+        except StorageError:
+            self._close_stream()
+            raise
+        if len(data) < end - buffer_end:
+            self._close_stream()
+            raise self._shorter()
+        # A little of what was read stays, for reads the kernel sends out of order.
+        kept = self._buffer[-READ_WINDOW:]
+        self._buffer = kept + data
+        self._buffer_start = buffer_end - len(kept)
+
+    def _shorter(self) -> StorageError:
+        return StorageError(f"{self._stored.location} is shorter than listed: "
+                            "it changed while being read")
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def close(self) -> None:
-        self._buffer = b""
+        with self._lock:
+            self._close_stream()
+            self._buffer = b""

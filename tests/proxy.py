@@ -9,10 +9,13 @@ class CuttableProxy:
     """Forwards 127.0.0.1:<port> to an upstream port.
 
     Cut, it drops every connection; stalled, it holds them open and says nothing.
+    With ``latency``, each new connection and each request (what the client
+    sends after an answer) waits that long: a distant S3 on loopback.
     """
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, latency: float = 0.0):
         self.upstream_port = upstream_port
+        self.latency = latency
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -79,15 +82,21 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._connections += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            turn = {"request": True}  # is the client's next byte a new request?
+            for source, target, upstream in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, target, upstream, turn),
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, upstream: bool) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, upstream: bool,
+              turn: dict) -> None:
         try:
             while data := source.recv(65536):
                 if upstream and self._count(len(data)):
                     self.cut()
                     return
+                if upstream and turn["request"] and self.latency:
+                    time.sleep(self.latency)
+                turn["request"] = not upstream
                 while self._stalled and not self._closed:
                     time.sleep(0.05)
                 target.sendall(data)

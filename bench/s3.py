@@ -1,0 +1,245 @@
+"""Scenario 2: an S3 store 20 ms away, pkgfs against s3fs-fuse and rclone mount.
+
+moto serves the bucket on loopback behind a proxy that delays each request
+by 20 ms. Each mount lists the same objects (pypicloud's layout: prefix
+``packages/``, hash folders); requests are counted by type at the S3 server.
+
+    .venv/bin/python bench/s3.py [--files 10000] [--projects 2000] [--mib 100] [--wheels 200]
+
+Targets: read throughput at least the best of s3fs and rclone; a cold
+``ls -lR`` of at most ceil(files/1000) LIST and no HEAD, faster than both; a
+warm ``ls -lR`` with no request at all.
+"""
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _setup
+from _setup import table
+
+import boto3
+
+from harness import BUCKET, CREDENTIALS, Mounts, MotoServer, s3_config
+from proxy import CuttableProxy
+from stores import S3Store, wheel
+
+PREFIX = "packages/"
+LATENCY = 0.020
+
+
+def request_kinds(requests: list[tuple[str, str]]) -> dict[str, int]:
+    """LIST, HEAD, GET, PUT, POST and DELETE requests, counted."""
+    kinds: dict[str, int] = {}
+    for method, path in requests:
+        bucket_only = re.fullmatch(rf"/{BUCKET}/?(\?.*)?", path) is not None
+        kind = "LIST" if method == "GET" and bucket_only else method
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def timed(command: list) -> float:
+    started = time.perf_counter()
+    subprocess.run([str(part) for part in command], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+class Contender:
+    """One way of mounting the bucket: where its files appear, how it is mounted and unmounted."""
+
+    def __init__(self, name: str, work: Path, proxy: CuttableProxy, moto: MotoServer):
+        self.name = name
+        self.work = work
+        self.proxy = proxy
+        self.moto = moto
+        self.mountpoint = work / name
+        self.mounts = Mounts(work / f"{name}-state")
+
+    def mount(self) -> None:
+        if self.name == "pkgfs":
+            self.mounts.tmp_path.mkdir(exist_ok=True)
+            self.mountpoint = self.mounts.mount(s3_config(self.moto, **{
+                "aws.endpoint_url": self.proxy.endpoint, "pkgfs.cache_ttl": 600,
+                "pkgfs.index": "false"}), name="pkgfs")
+            return
+        self.mountpoint.mkdir(exist_ok=True)
+        if self.name == "s3fs":
+            secret = self.work / "s3fs.passwd"
+            secret.write_text(f"{CREDENTIALS['AWS_ACCESS_KEY_ID']}:"
+                              f"{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}\n")
+            secret.chmod(0o600)
+            subprocess.run(["s3fs", f"{BUCKET}:/{PREFIX.rstrip('/')}", str(self.mountpoint),
+                            "-o", f"url={self.proxy.endpoint},use_path_request_style,"
+                                  f"passwd_file={secret},endpoint=us-east-1,"
+                                  "stat_cache_expire=600"], check=True)
+        else:
+            subprocess.run(["rclone", "mount", f":s3:{BUCKET}/{PREFIX.rstrip('/')}",
+                            str(self.mountpoint), "--daemon", "--s3-provider", "Other",
+                            "--s3-endpoint", self.proxy.endpoint,
+                            "--s3-access-key-id", CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            "--s3-secret-access-key", CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            "--s3-force-path-style=true", "--dir-cache-time", "600s",
+                            "--vfs-cache-mode", "off"], check=True,
+                           # rclone's S3 client fails on a CA bundle with a plain-HTTP endpoint.
+                           env={key: value for key, value in os.environ.items()
+                                if key != "AWS_CA_BUNDLE"})
+        for _ in range(200):
+            if os.path.ismount(self.mountpoint):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not mount")
+
+    def unmount(self) -> None:
+        if self.name == "pkgfs":
+            self.mounts.close()
+        else:
+            subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=True)
+
+    def path_of(self, store: S3Store, filename: str) -> Path:
+        """Where a stored file appears in this mount."""
+        if self.name == "pkgfs":
+            project = filename.split("-")[0].replace("_", "-")
+            return self.mountpoint / project / filename
+        return self.mountpoint / store.key(filename).removeprefix(PREFIX)
+
+    def copy_target(self, store: S3Store, filename: str) -> Path:
+        """Where a copy must go to land at its pypicloud key."""
+        if self.name == "pkgfs":
+            return self.mountpoint
+        folder = self.path_of(store, filename).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def measure(contender: Contender, store: S3Store, big: str, wheels: Path, files: int) -> dict:
+    figures = {}
+    mark = len(contender.moto.requests())
+
+    def since() -> dict:
+        nonlocal mark
+        requests = contender.moto.requests()
+        kinds, mark = request_kinds(requests[mark:]), len(requests)
+        return kinds
+
+    contender.mount()
+    try:
+        since()
+        figures["ls -lR cold s"] = timed(["ls", "-lR", contender.mountpoint])
+        figures["ls -lR cold requests"] = since()
+        figures["ls -lR warm s"] = timed(["ls", "-lR", contender.mountpoint])
+        figures["ls -lR warm requests"] = since()
+        figures["read MiB/s"] = (os.path.getsize(contender.path_of(store, big)) / 2**20
+                                 / timed(["cat", contender.path_of(store, big)]))
+        figures["read requests"] = since()
+        started = time.perf_counter()
+        for source in sorted(wheels.iterdir()):
+            subprocess.run(["cp", source, contender.copy_target(store, source.name)], check=True)
+        figures["cp wheels s"] = time.perf_counter() - started
+        figures["cp requests"] = since()
+        for source in sorted(wheels.iterdir()):  # each copy landed whole at its key
+            assert store.stored(source.name)[0] == source.read_bytes(), (contender.name, source)
+            store.client.delete_object(Bucket=BUCKET, Key=store.key(source.name))
+    finally:
+        contender.unmount()
+    figures["listed files"] = files
+    return figures
+
+
+def all_keys(client) -> list[str]:
+    return [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET) for item in page.get("Contents", [])]
+
+
+def populate(store: S3Store, files: int, projects: int, mib: int) -> str:
+    for number in range(files):
+        project = number % projects
+        store.add_raw(store.key(f"proj{project}-1.{number // projects}.tar.gz"), b"x" * 100)
+    big = "big_pkg-1.0-py3-none-any.whl"
+    store.add(big, os.urandom(mib << 20))
+    return big
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--projects", type=int, default=2_000)
+    parser.add_argument("--mib", type=int, default=100)
+    parser.add_argument("--wheels", type=int, default=200)
+    parser.add_argument("--only", nargs="*", default=["pkgfs", "s3fs", "rclone"])
+    arguments = parser.parse_args()
+    _setup.require_root_and_fuse()
+    for tool in arguments.only:
+        if tool != "pkgfs" and not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing: apt-get install {tool}")
+    work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-s3-"))
+    moto = MotoServer(work / "moto.log")
+    moto.start()
+    proxy = CuttableProxy(moto.port, latency=LATENCY)
+    try:
+        client = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                              aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        client.create_bucket(Bucket=BUCKET)
+        store = S3Store(client, BUCKET, prefix=PREFIX)
+        big = populate(store, arguments.files, arguments.projects, arguments.mib)
+        wheels = work / "wheels"
+        wheels.mkdir()
+        for number in range(arguments.wheels):
+            (wheels / f"new{number}-1.0-py3-none-any.whl").write_bytes(
+                wheel(f"new{number}", "1.0", padding=4096))
+        original = set(all_keys(client))
+        results = {}
+        for name in arguments.only:
+            results[name] = measure(Contender(name, work, proxy, moto), store, big, wheels,
+                                    arguments.files + 1)
+            for key in set(all_keys(client)) - original:  # folder markers some mounts make
+                client.delete_object(Bucket=BUCKET, Key=key)
+    finally:
+        proxy.close()
+        moto.stop()
+    report(results, arguments.files + 1)
+    return 0
+
+
+def report(results: dict, files: int) -> None:
+    def kinds(counts: dict) -> str:
+        return " ".join(f"{kind}={count}" for kind, count in sorted(counts.items())) or "none"
+
+    rows = []
+    for name, figures in results.items():
+        rows.append((name, f"{figures['read MiB/s']:.0f}", kinds(figures["read requests"]),
+                     f"{figures['ls -lR cold s']:.2f}", kinds(figures["ls -lR cold requests"]),
+                     f"{figures['ls -lR warm s']:.2f}", kinds(figures["ls -lR warm requests"]),
+                     f"{figures['cp wheels s']:.2f}", kinds(figures["cp requests"])))
+    print(f"S3 20 ms away (moto behind a delaying proxy); {files} objects")
+    print(table(rows, ("mount", "read MiB/s", "read requests", "ls -lR cold s", "cold requests",
+                       "ls -lR warm s", "warm requests", "cp in s", "cp requests")))
+    if "pkgfs" not in results or len(results) == 1:
+        return
+    pkgfs = results["pkgfs"]
+    others = {name: figures for name, figures in results.items() if name != "pkgfs"}
+    best_read = max(figures["read MiB/s"] for figures in others.values())
+    fastest_ls = min(figures["ls -lR cold s"] for figures in others.values())
+    fastest_cp = min(figures["cp wheels s"] for figures in others.values())
+    print(f"pkgfs read / best other:            {pkgfs['read MiB/s'] / best_read:.2f}x "
+          "(target >= 1)")
+    print(f"pkgfs cold ls -lR time / fastest:   {pkgfs['ls -lR cold s'] / fastest_ls:.2f}x "
+          "(target < 1)")
+    print(f"pkgfs cold ls -lR LIST requests:    {pkgfs['ls -lR cold requests'].get('LIST', 0)} "
+          f"(target <= {math.ceil(files / 1000)}), HEAD: "
+          f"{pkgfs['ls -lR cold requests'].get('HEAD', 0)} (target 0)")
+    print(f"pkgfs warm ls -lR requests:         {sum(pkgfs['ls -lR warm requests'].values())} "
+          "(target 0)")
+    print(f"pkgfs cp in time / fastest:         {pkgfs['cp wheels s'] / fastest_cp:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
