@@ -2,10 +2,11 @@
 
 import dataclasses
 import hashlib
+import logging
+import queue
 import re
 import threading
 import time
-import logging
 import unicodedata
 from typing import Callable, Iterator
 
@@ -32,6 +33,7 @@ _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 # directory, at its end), and what a sequential read takes from its stream at
 # a time.
 READ_WINDOW = 1 << 20
+PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads
 
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
@@ -184,17 +186,6 @@ class S3Storage(Storage):
                               Range=f"bytes={start}-", **pinned)
         return response["Body"]
 
-    def read_stream(self, stream, size: int) -> bytes:
-        """The next ``size`` bytes of a stream, fewer only at its end."""
-        chunks, missing = [], size
-        while missing > 0:
-            chunk = self._call(stream.read, missing)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            missing -= len(chunk)
-        return b"".join(chunks)
-
     def _call(self, operation: Callable, *args, **kwargs):
         """Run one boto3 call; its errors become the errors of pkgfs.errors."""
         try:
@@ -250,7 +241,7 @@ class S3Reader(Reader):
         self._lock = threading.Lock()
         self._buffer = b""
         self._buffer_start = 0
-        self._stream = None  # a GET body positioned at the end of the buffer
+        self._stream: _Prefetcher | None = None  # reads on from the end of the buffer
 
     def read(self, offset: int, size: int) -> bytes:
         size = min(size, self._size - offset)
@@ -259,7 +250,9 @@ class S3Reader(Reader):
         with self._lock:
             buffer_end = self._buffer_start + len(self._buffer)
             if not self._buffer_start <= offset <= offset + size <= buffer_end:
-                if self._buffer and self._buffer_start <= offset <= buffer_end:
+                # The kernel reads ahead from several threads: a read a little past
+                # the buffer is still sequential, the one before it comes next.
+                if self._buffer and self._buffer_start <= offset <= buffer_end + READ_WINDOW:
                     self._stream_on(offset + size)
                 else:
                     self._jump(offset, size)
@@ -280,17 +273,17 @@ class S3Reader(Reader):
         buffer_end = self._buffer_start + len(self._buffer)
         try:
             if self._stream is None:
-                self._stream = self._storage.open_stream(self._stored, buffer_end)
-            wanted = min(max(end - buffer_end, READ_WINDOW), self._size - buffer_end)
-            data = self._storage.read_stream(self._stream, wanted)
+                body = self._storage.open_stream(self._stored, buffer_end)
+                self._stream = _Prefetcher(self._storage, body)
+            data = self._stream.take(end - buffer_end)
         except StorageError:
             self._close_stream()
             raise
         if len(data) < end - buffer_end:
             self._close_stream()
             raise self._shorter()
-        # A little of what was read stays, for reads the kernel sends out of order.
-        kept = self._buffer[-READ_WINDOW:]
+        # Some of what was read stays, for reads the kernel sends out of order.
+        kept = self._buffer[-2 * READ_WINDOW:]
         self._buffer = kept + data
         self._buffer_start = buffer_end - len(kept)
 
@@ -307,3 +300,47 @@ class S3Reader(Reader):
         with self._lock:
             self._close_stream()
             self._buffer = b""
+
+
+class _Prefetcher:
+    """Reads a GET body ahead in a thread of its own, a few windows at most, so the
+    network and the kernel's reads overlap."""
+
+    def __init__(self, storage: S3Storage, body):
+        self._storage = storage
+        self._body = body
+        self._chunks: queue.Queue = queue.Queue(maxsize=PREFETCH_WINDOWS)
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                chunk = self._storage._call(self._body.read, READ_WINDOW)
+                self._chunks.put(chunk)
+                if not chunk:
+                    return
+        except StorageError as error:
+            self._chunks.put(error)
+        except ValueError:
+            pass  # closed while reading: the reader has gone
+
+    def take(self, size: int) -> bytes:
+        """At least ``size`` bytes, fewer only at the end of the body."""
+        chunks, taken = [], 0
+        while taken < size:
+            chunk = self._chunks.get()
+            if isinstance(chunk, StorageError):
+                raise chunk
+            if not chunk:
+                self._chunks.put(chunk)  # the end stays the end
+                break
+            chunks.append(chunk)
+            taken += len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._body.close()
+        while not self._chunks.empty():  # a producer blocked on a full queue moves on
+            self._chunks.get_nowait()

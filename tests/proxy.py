@@ -83,8 +83,9 @@ class CuttableProxy:
             with self._lock:
                 self._connections += [client, upstream]
             turn = {"request": True}  # is the client's next byte a new request?
-            for source, target, upstream in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(source, target, upstream, turn),
+            for source, target, to_upstream in ((client, upstream, True),
+                                                (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, target, to_upstream, turn),
                                  daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket, upstream: bool,

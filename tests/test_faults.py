@@ -76,6 +76,25 @@ def test_a_read_fails_with_eio_and_the_mount_recovers(s3_store, moto_server, mou
     assert path.read_bytes() == data
 
 
+@pytest.mark.parametrize("how", ["down", "hanging"])
+def test_a_sequential_read_broken_midway_fails_and_recovers(s3_store, moto_server, mounts, proxy,
+                                                            how):
+    data = os.urandom(24 << 20)
+    s3_store.add(WHEEL, data)
+    mountpoint = mount_via(proxy, moto_server, mounts)
+    path = mountpoint / "my-pkg" / WHEEL
+
+    with open(path, "rb", buffering=0) as package:
+        assert package.read(4 << 20) == data[:4 << 20]  # streaming by now
+        break_endpoint(proxy, how)
+        with pytest.raises(OSError) as raised:
+            while package.read(1 << 20):
+                pass
+        assert raised.value.errno == errno.EIO
+    proxy.restore()
+    assert path.read_bytes() == data
+
+
 def test_a_copy_to_a_hanging_endpoint_fails_at_close(s3_store, moto_server, mounts, proxy,
                                                      tmp_path):
     mountpoint = mount_via(proxy, moto_server, mounts)
