@@ -113,8 +113,9 @@ class PackageFS(Operations):
             fi.fh = self._handle(BytesReader(node.content))
         else:
             fi.fh = self._handle(self.tree.catalog.storage.open_reader(node))
-            fi.keep_cache = self._opened_as.get(path) == node
-            self._opened_as[path] = node
+            with self._lock:  # cachetools caches are not thread-safe
+                fi.keep_cache = self._opened_as.get(path) == node
+                self._opened_as[path] = node
 
     def create(self, path, mode, fi):
         fi.fh = self._handle(self.tree.create(_split(path)))

@@ -100,6 +100,7 @@ class SimpleIndex:
 
     def _page(self, name: str, project: str) -> GeneratedFile:
         """A page, made again only when the catalog changed or its presigned URLs age."""
+        self.catalog.tree()  # a listing older than cache_ttl is made again first
         generation = self.catalog.generation
         with self._lock:
             cached = self._pages.get((name, project))
@@ -118,7 +119,8 @@ class SimpleIndex:
         if not project:
             projects = sorted(self.catalog.tree())
             return (_root_html(projects) if name == INDEX_HTML else _root_json(projects))
-        files = sorted(self.catalog.project(project).values(), key=lambda stored: stored.filename)
+        files = sorted((self.catalog.project(project) or {}).values(),
+                       key=lambda stored: stored.filename)
         entries = [(stored, self.details(stored), self._href(stored)) for stored in files]
         return _project_html(project, entries) if name == INDEX_HTML else \
             _project_json(project, entries)

@@ -3,6 +3,7 @@
 import errno
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -183,20 +184,15 @@ def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> in
         stdin=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
-        if _wait_readable(ready.fileno(), timeout) and ready.readline() == READY:
+        answered, _, _ = select.select([ready], [], [], timeout)
+        if answered and ready.readline() == READY:
             return 0
-    if daemon.poll() is None:
+    if not answered:
         daemon.terminate()
         raise MountError(f"the daemon did not mount {mountpoint} within {timeout:g}s: "
                          f"see {state_file(mountpoint, 'log')}")
+    # The pipe closed without a word: the daemon is exiting, its error already printed.
     return daemon.wait() or 1
-
-
-def _wait_readable(fd: int, timeout: float) -> bool:
-    import select
-
-    readable, _, _ = select.select([fd], [], [], timeout)
-    return bool(readable)
 
 
 def unmount(mountpoint: str, *, lazy: bool = False) -> None:

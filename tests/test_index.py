@@ -269,3 +269,12 @@ def test_nginx_serves_byte_ranges_and_json(file_store, mounts, tmp_path, public_
             assert WHEEL in response.read().decode()
     finally:
         web.stop()
+
+
+def test_the_root_index_follows_the_store_after_cache_ttl(file_store, mounts):
+    file_store.add(WHEEL, wheel("my-pkg", "1.0"))
+    mountpoint = mounts.mount(file_config(file_store, **INDEX, **{"pkgfs.cache_ttl": 0}))
+    assert list(links((mountpoint / "index.html").read_text())) == ["my-pkg"]
+
+    file_store.add("other-1.0.tar.gz", b"other")  # by another writer
+    assert list(links((mountpoint / "index.html").read_text())) == ["my-pkg", "other"]

@@ -290,3 +290,18 @@ def test_names_with_control_characters_or_too_long_are_refused(store_and_config,
     assert raised.value.errno in (errno.EINVAL, errno.ENAMETOOLONG)
     assert os.listdir(mountpoint) == []
     assert store.contents() == before
+
+
+def test_extended_attributes_answer_as_a_filesystem_without_them(store_and_config, mounts):
+    store, config = store_and_config
+    store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(config())
+    path = mountpoint / "my-pkg" / WHEEL
+
+    assert os.listxattr(path) == []
+    with pytest.raises(OSError) as raised:
+        os.setxattr(path, "user.origin", b"ci")
+    assert raised.value.errno == errno.ENOTSUP
+    with pytest.raises(OSError) as raised:
+        os.getxattr(path, "user.origin")
+    assert raised.value.errno in (errno.ENOTSUP, errno.ENODATA)
