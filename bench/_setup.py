@@ -22,8 +22,9 @@ def memory_kib(pid: int, field: str = "VmHWM") -> int:
 
 
 def table(rows: list[tuple], headers: tuple) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
+    columns = zip(headers, *rows, strict=True)
+    widths = [max(len(str(cell)) for cell in column) for column in columns]
+    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
              for row in (headers, *rows)]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
