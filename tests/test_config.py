@@ -154,3 +154,17 @@ def test_a_secret_others_can_read_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load_config(str(path))
     assert caplog.text == ""
+
+
+def test_the_example_config_loads_and_documents_every_key():
+    from pathlib import Path
+
+    from pkgfs.config import ALIASES
+
+    example = Path(__file__).resolve().parent.parent / "pkgfs.conf.example"
+    config = load_config(str(example))
+    assert config.store == FileStoreConfig(str(example.parent / "packages"))
+    text = example.read_text()
+    for key, aliases in ALIASES.items():
+        for name in (key, *aliases):
+            assert name in text, f"pkgfs.conf.example does not mention {name}"
