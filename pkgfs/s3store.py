@@ -1,5 +1,6 @@
 """pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
 
+import collections
 import dataclasses
 import hashlib
 import logging
@@ -34,6 +35,7 @@ _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 # a time.
 READ_WINDOW = 1 << 20
 PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads
+KEPT_SEGMENTS = 4  # windows a reader keeps, for reads the kernel sends out of order
 
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
@@ -232,62 +234,78 @@ def _ascii(value: str) -> str:
 
 class S3Reader(Reader):
     """A first read fetches a window around it; once reads run on from there, one
-    open-ended GET streams the rest, so a sequential read costs two requests."""
+    open-ended GET streams the rest, so a sequential read costs two requests.
+
+    What was fetched is kept as a few segments, the newest last, so reads the
+    kernel sends out of order are served without copying the data again.
+    """
 
     def __init__(self, storage: S3Storage, stored: StoredFile):
         self._storage = storage
         self._stored = stored
         self._size = stored.size
         self._lock = threading.Lock()
-        self._buffer = b""
-        self._buffer_start = 0
-        self._stream: _Prefetcher | None = None  # reads on from the end of the buffer
+        self._segments: collections.deque = collections.deque(maxlen=KEPT_SEGMENTS)
+        self._stream: _Prefetcher | None = None  # reads on from the end of the last segment
 
     def read(self, offset: int, size: int) -> bytes:
         size = min(size, self._size - offset)
         if size <= 0:
             return b""
         with self._lock:
-            buffer_end = self._buffer_start + len(self._buffer)
-            if not self._buffer_start <= offset <= offset + size <= buffer_end:
-                # The kernel reads ahead from several threads: a read a little past
-                # the buffer is still sequential, the one before it comes next.
-                if self._buffer and self._buffer_start <= offset <= buffer_end + READ_WINDOW:
+            data = self._slice(offset, size)
+            if data is None:
+                # The kernel has several reads of a file in flight: one a little
+                # ahead of the stream is still sequential.
+                ahead = KEPT_SEGMENTS * READ_WINDOW
+                if self._segments and self._segments[0][0] <= offset <= self._end() + ahead:
                     self._stream_on(offset + size)
                 else:
                     self._jump(offset, size)
-            start = offset - self._buffer_start
-            return self._buffer[start:start + size]
+                data = self._slice(offset, size)
+            if data is None:
+                raise self._shorter()
+            return data
+
+    def _end(self) -> int:
+        start, chunk = self._segments[-1]
+        return start + len(chunk)
+
+    def _slice(self, offset: int, size: int) -> bytes | None:
+        """The bytes from ``offset`` if the segments hold all of them, else None."""
+        pieces, position, end = [], offset, offset + size
+        for start, chunk in self._segments:
+            if start <= position < start + len(chunk):
+                pieces.append(chunk[position - start:end - start])
+                position = min(end, start + len(chunk))
+                if position == end:
+                    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return None
 
     def _jump(self, offset: int, size: int) -> None:
         """A read away from the last: one ranged GET of a window from there."""
         self._close_stream()
+        self._segments.clear()
         length = min(max(size, READ_WINDOW), self._size - offset)
-        self._buffer = self._storage.get_range(self._stored, offset, length)
-        self._buffer_start = offset
-        if len(self._buffer) < size:
-            raise self._shorter()
+        self._segments.append((offset, self._storage.get_range(self._stored, offset, length)))
 
     def _stream_on(self, end: int) -> None:
-        """Sequential reads: take the next chunk from the open-ended GET, opening it once."""
-        buffer_end = self._buffer_start + len(self._buffer)
+        """Sequential reads: take chunks from the open-ended GET, opening it once."""
         try:
             if self._stream is None:
-                body = self._storage.open_stream(self._stored, buffer_end)
+                body = self._storage.open_stream(self._stored, self._end())
                 self._stream = _Prefetcher(self._storage, body)
-            data = self._stream.take(end - buffer_end)
+            while self._end() < end:
+                chunk = self._stream.next_chunk()
+                if not chunk:
+                    break
+                self._segments.append((self._end(), chunk))
         except StorageError:
             self._close_stream()
             raise
-        if len(data) < end - buffer_end:
-            self._close_stream()
-            raise self._shorter()
-        # Some of what was read stays, for reads the kernel sends out of order.
-        kept = self._buffer[-2 * READ_WINDOW:]
-        self._buffer = kept + data
-        self._buffer_start = buffer_end - len(kept)
 
     def _shorter(self) -> StorageError:
+        self._close_stream()
         return StorageError(f"{self._stored.location} is shorter than listed: "
                             "it changed while being read")
 
@@ -299,7 +317,7 @@ class S3Reader(Reader):
     def close(self) -> None:
         with self._lock:
             self._close_stream()
-            self._buffer = b""
+            self._segments.clear()
 
 
 class _Prefetcher:
@@ -325,19 +343,14 @@ class _Prefetcher:
         except ValueError:
             pass  # closed while reading: the reader has gone
 
-    def take(self, size: int) -> bytes:
-        """At least ``size`` bytes, fewer only at the end of the body."""
-        chunks, taken = [], 0
-        while taken < size:
-            chunk = self._chunks.get()
-            if isinstance(chunk, StorageError):
-                raise chunk
-            if not chunk:
-                self._chunks.put(chunk)  # the end stays the end
-                break
-            chunks.append(chunk)
-            taken += len(chunk)
-        return b"".join(chunks)
+    def next_chunk(self) -> bytes:
+        """The next chunk of the body; empty at its end."""
+        chunk = self._chunks.get()
+        if isinstance(chunk, StorageError):
+            raise chunk
+        if not chunk:
+            self._chunks.put(chunk)  # the end stays the end
+        return chunk
 
     def close(self) -> None:
         self._stopped.set()
