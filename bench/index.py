@@ -1,11 +1,9 @@
 """Scenario 3: pip installs 50 projects through nginx over a pkgfs mount, against
-pypiserver serving the same files.
+pypiserver serving the same files and pypicloud serving the same store.
 
     .venv/bin/python bench/index.py [--projects 50] [--rounds 3]
 
-Target: pkgfs behind nginx no slower than pypiserver. pypicloud itself is not
-in the race: its latest release (1.3.12) does not start on Python 3.11
-(pyramid_duh calls inspect.getargspec, removed in 3.11).
+Target: pkgfs behind nginx no slower than pypiserver or pypicloud.
 """
 
 import argparse
@@ -51,6 +49,49 @@ def pypiserver(store: FileStore, work: Path):
     return process, f"http://127.0.0.1:{port}/simple/"
 
 
+# pypicloud 1.3.12, its latest release, does not start on Python 3.11 as it is:
+# pyramid_duh calls inspect.getargspec, removed in 3.11. The benchmark gives it back.
+PSERVE_ON_PYTHON_3_11 = """
+import collections, inspect, sys
+ArgSpec = collections.namedtuple("ArgSpec", "args varargs keywords defaults")
+def getargspec(function):
+    spec = inspect.getfullargspec(function)
+    return ArgSpec(spec.args, spec.varargs, spec.varkw, spec.defaults)
+inspect.getargspec = getargspec
+from pyramid.scripts.pserve import main
+sys.exit(main(["pserve", sys.argv[1]]))
+"""
+
+
+def pypicloud(store: FileStore, work: Path):
+    """pypicloud on the same file store, its cache rebuilt from the store at start."""
+    port = free_port()
+    config = work / "pypicloud.ini"
+    config.write_text(f"""[app:main]
+use = egg:pypicloud
+pyramid.reload_templates = False
+pypi.default_read = everyone
+pypi.storage = file
+storage.dir = {store.directory}
+pypi.db = sql
+db.url = sqlite:///{work}/pypicloud.sqlite
+pypi.fallback = none
+auth.admins =
+session.encrypt_key = {'1' * 64}
+session.validate_key = {'2' * 64}
+session.secure = false
+
+[server:main]
+use = egg:waitress#main
+host = 127.0.0.1
+port = {port}
+""")
+    process = subprocess.Popen([sys.executable, "-c", PSERVE_ON_PYTHON_3_11, str(config)],
+                               stdout=subprocess.DEVNULL, stderr=open(work / "pypicloud.log", "w"))
+    wait_for_port(port, process, "pypicloud")
+    return process, f"http://127.0.0.1:{port}/simple/"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=50)
@@ -71,6 +112,7 @@ def main() -> int:
     web = nginx(mountpoint, work)
     servers = {"pkgfs + nginx": (None, web.url)}
     servers["pypiserver"] = pypiserver(store, work)
+    servers["pypicloud"] = pypicloud(store, work)
     seconds: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for _, url in servers.values():  # once each, unmeasured: caches are warm
