@@ -82,8 +82,13 @@ class PackageFS(Operations):
 
     # --- Looking ---------------------------------------------------------
 
-    def getattr(self, path, fh=None):
-        node = self.tree.node(_split(path))
+    def getattr(self, path, fi=None):
+        opened = self._open.get(fi.fh) if fi else None  # fi: libfuse's file info, or none
+        if isinstance(opened, BytesReader):
+            # fstat of an open page: the size of what it reads, though the page moved on.
+            node = opened.generated
+        else:
+            node = self.tree.node(_split(path))
         if isinstance(node, Directory):
             return _attributes(stat.S_IFDIR | 0o755, 4096, node.mtime, links=2)
         if isinstance(node, StagedFile):
@@ -110,7 +115,7 @@ class PackageFS(Operations):
             # Writing over a stored file makes a new one that replaces it at close.
             fi.fh = self._handle(self.tree.create(_split(path)))
         elif isinstance(node, GeneratedFile):
-            fi.fh = self._handle(BytesReader(node.content))
+            fi.fh = self._handle(BytesReader(node))
         else:
             fi.fh = self._handle(self.tree.catalog.storage.open_reader(node))
             with self._lock:  # cachetools caches are not thread-safe

@@ -221,11 +221,11 @@ class SimpleIndex:
 class BytesReader(Reader):
     """A Reader of a generated file's content, as it was when opened."""
 
-    def __init__(self, content: bytes):
-        self._content = content
+    def __init__(self, generated: GeneratedFile):
+        self.generated = generated
 
     def read(self, offset: int, size: int) -> bytes:
-        return self._content[offset:offset + size]
+        return self.generated.content[offset:offset + size]
 
     def close(self) -> None:
         pass
