@@ -54,23 +54,19 @@ class FileStorage(Storage):
               metadata: dict[str, str]) -> StoredFile:
         folder = os.path.join(self.directory, project, parse_filename(filename).version)
         target = os.path.join(folder, filename)
-        temporaries = []
+        # As pypicloud: each file is written under a hidden name, then renamed
+        # into place, so that no reader sees half of it.
+        meta_temporary = _temporary(folder, ".metadata.")
+        package_temporary = _temporary(folder, f".{filename}.")
         try:
             os.makedirs(folder, exist_ok=True)
-            # As pypicloud: each file is written under a hidden name, then
-            # renamed into place, so that no reader sees half of it.
-            meta_temporary = _temporary(folder, ".metadata.")
-            temporaries.append(meta_temporary)
-            with open(meta_temporary, "w", encoding="utf-8") as meta_file:
-                json.dump(metadata, meta_file)
-            package_temporary = _temporary(folder, f".{filename}.")
-            temporaries.append(package_temporary)
+            _write_json(meta_temporary, metadata)
             shutil.copyfile(source, package_temporary)
             os.rename(meta_temporary, target + ".meta")
             os.rename(package_temporary, target)
             stat = os.stat(target)
         except OSError as error:
-            for temporary in temporaries:
+            for temporary in (meta_temporary, package_temporary):
                 _remove(temporary)
             self._remove_empty_folders(folder)
             raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
@@ -103,8 +99,7 @@ class FileStorage(Storage):
         folder = os.path.dirname(stored.location)
         temporary = _temporary(folder, ".metadata.")
         try:
-            with open(temporary, "w", encoding="utf-8") as meta_file:
-                json.dump(metadata, meta_file)
+            _write_json(temporary, metadata)
             os.rename(temporary, stored.location + ".meta")
         except OSError as error:
             _remove(temporary)
@@ -140,6 +135,11 @@ class FileReader(Reader):
 
 def _temporary(folder: str, prefix: str) -> str:
     return os.path.join(folder, prefix + secrets.token_hex(8))
+
+
+def _write_json(path: str, metadata: dict[str, str]) -> None:
+    with open(path, "w", encoding="utf-8") as meta_file:
+        json.dump(metadata, meta_file)
 
 
 def _remove(path: str) -> None:
