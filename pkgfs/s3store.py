@@ -116,7 +116,7 @@ class S3Storage(Storage):
     def store(self, project: str, filename: str, source: str,
               metadata: dict[str, str]) -> StoredFile:
         key = self.key(project, filename)
-        s3_metadata = {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
+        s3_metadata = _s3_metadata(metadata)
         s3_metadata.update(name=project, version=parse_filename(filename).version)
         self._abort_failed_uploads()
         # The transfer manager uploads in parts above the threshold: S3 shows
@@ -159,13 +159,13 @@ class S3Storage(Storage):
                 if value}
 
     def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
-        s3_metadata = {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
         # S3 metadata cannot change in place: the object is copied onto itself,
         # only if it is still the content that was hashed.
         copied = self._call(self.client.copy_object, Bucket=self.bucket, Key=stored.location,
                             CopySource={"Bucket": self.bucket, "Key": stored.location},
                             **({"CopySourceIfMatch": stored.revision} if stored.revision else {}),
-                            Metadata=s3_metadata, MetadataDirective="REPLACE")["CopyObjectResult"]
+                            Metadata=_s3_metadata(metadata),
+                            MetadataDirective="REPLACE")["CopyObjectResult"]
         return dataclasses.replace(stored, mtime=copied["LastModified"].timestamp(),
                                    revision=copied["ETag"])
 
@@ -176,16 +176,18 @@ class S3Storage(Storage):
 
     def get_range(self, stored: StoredFile, start: int, length: int) -> bytes:
         """The bytes of a stored file from ``start``, ``length`` of them or up to its end."""
-        pinned = {"IfMatch": stored.revision} if stored.revision else {}
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
-                              Range=f"bytes={start}-{start + length - 1}", **pinned)
-        return self._call(response["Body"].read)
+        body = self._get(stored, f"bytes={start}-{start + length - 1}")
+        return self._call(body.read)
 
     def open_stream(self, stored: StoredFile, start: int):
-        """A GET of a stored file from ``start`` to its end, to be read with read_stream."""
+        """The body of a GET of a stored file from ``start`` to its end."""
+        return self._get(stored, f"bytes={start}-")
+
+    def _get(self, stored: StoredFile, byte_range: str):
+        """A ranged GET, pinned to the content that was listed."""
         pinned = {"IfMatch": stored.revision} if stored.revision else {}
         response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
-                              Range=f"bytes={start}-", **pinned)
+                              Range=byte_range, **pinned)
         return response["Body"]
 
     def _call(self, operation: Callable, *args, **kwargs):
@@ -224,6 +226,11 @@ class S3Storage(Storage):
             return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
                                 "credentials and the bucket policy")
         return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
+
+
+def _s3_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """pypicloud's metadata as S3 user metadata: ``-`` for ``_`` in keys, ASCII values."""
+    return {name.replace("_", "-"): _ascii(value) for name, value in metadata.items()}
 
 
 def _ascii(value: str) -> str:
