@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from .catalog import Catalog
+from .metadata import wheel_metadata
 from .names import parse_filename
 from .storage import Reader, StoredFile
 
@@ -181,12 +182,7 @@ class SimpleIndex:
             pass
         reader = self.storage.open_reader(stored)
         try:
-            with zipfile.ZipFile(ReaderFile(reader, stored.size)) as wheel:
-                names = [name for name in wheel.namelist()
-                         if name.endswith(".dist-info/METADATA") and name.count("/") == 1]
-                if len(names) != 1:
-                    raise ValueError(f"{len(names)} .dist-info/METADATA files")
-                core = wheel.read(names[0])
+            core = wheel_metadata(ReaderFile(reader, stored.size), stored.filename)
         except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
             log.warning("%s: no core metadata to serve (%s)", stored.filename, error)
             return None

@@ -44,10 +44,16 @@ def _core_metadata(path: str, filename: str):
     return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
 
 
+def wheel_metadata(wheel_file, filename: str) -> bytes:
+    """The exact bytes of a wheel's ``*.dist-info/METADATA``; ``wheel_file`` is a path or
+    a seekable binary file. Raises zipfile.BadZipFile or ValueError if there is none."""
+    with zipfile.ZipFile(wheel_file) as wheel:
+        return wheel.read(_only(wheel.namelist(), ".dist-info/METADATA", filename))
+
+
 def _core_metadata_bytes(path: str, filename: str) -> bytes | None:
     if filename.endswith(".whl"):
-        with zipfile.ZipFile(path) as wheel:
-            return wheel.read(_only(wheel.namelist(), ".dist-info/METADATA", filename))
+        return wheel_metadata(path, filename)
     if filename.endswith(".zip"):
         with zipfile.ZipFile(path) as sdist:
             return sdist.read(_only(sdist.namelist(), "/PKG-INFO", filename))
