@@ -1,13 +1,17 @@
-"""Scenario 3: pip installs 50 projects through nginx over a pkgfs mount, against
-pypiserver serving the same files and pypicloud serving the same store.
+"""Scenario 3: pip (and uv) install 50 projects through nginx over a pkgfs mount,
+against pypiserver serving the same files and pypicloud serving the same store.
+Also the time each index takes to answer one request for a project page and
+for a wheel, with one kept-alive connection, so the server's own share shows.
 
-    .venv/bin/python bench/index.py [--projects 50] [--rounds 3]
+    .venv/bin/python bench/index.py [--projects 50] [--rounds 5] [--wheel-kib 16,64,256,1024]
 
 Target: pkgfs behind nginx no slower than pypiserver or pypicloud.
 """
 
 import argparse
+import http.client
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -15,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import _setup
 from _setup import table
@@ -23,21 +28,69 @@ from harness import Mounts, file_config, free_port, wait_for_port
 from stores import FileStore, wheel
 from webservers import nginx
 
+PKGFS = "pkgfs + nginx"
+UV = shutil.which("uv", path=os.path.dirname(sys.executable))
 
-def pip_install_seconds(index_url: str, projects: list[str], target: Path) -> float:
-    """pip installs every project from the index alone, into an empty folder."""
+
+def install_command(client: str, index_url: str, target: Path) -> list[str]:
+    if client == "uv":
+        return [UV, "pip", "install", "--no-cache", "--python", sys.executable,
+                "--index-url", index_url, "--target", str(target)]
+    return [sys.executable, "-m", "pip", "install", "--no-cache-dir",
+            "--disable-pip-version-check", "--index-url", index_url, "--target", str(target)]
+
+
+def install_seconds(client: str, index_url: str, projects: list[str], target: Path) -> float:
+    """pip or uv installs every project from the index alone, into an empty folder."""
     shutil.rmtree(target, ignore_errors=True)
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-cache-dir",
-                    "--disable-pip-version-check", "--index-url", index_url,
-                    "--target", str(target), *projects], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run([*install_command(client, index_url, target), *projects], check=True,
+                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - started
     installed = list(target.glob("*-2.0.dist-info"))  # the newest version of each
     if len(installed) != len(projects):
-        raise RuntimeError(f"{index_url}: {len(installed)} of {len(projects)} projects installed")
+        raise RuntimeError(f"{client} from {index_url}: "
+                           f"{len(installed)} of {len(projects)} projects installed")
     return elapsed
+
+
+def connect(url: str) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname, parts.port)
+
+
+def get(connection: http.client.HTTPConnection, url: str) -> bytes:
+    connection.request("GET", urlsplit(url).path)
+    response = connection.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"GET {url}: HTTP {response.status}")
+    return body
+
+
+def request_milliseconds(url: str, times: int = 200) -> float:
+    """The median time of one GET of url on one kept-alive connection, body read whole."""
+    connection = connect(url)
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        get(connection, url)
+        samples.append(time.perf_counter() - started)
+    connection.close()
+    return statistics.median(samples) * 1000
+
+
+def page_and_wheel_urls(index_url: str, project: str) -> tuple[str, str]:
+    """A project's page on an index and its newest wheel, found by following the page's link."""
+    page = urljoin(index_url, f"{project}/")
+    connection = connect(page)
+    html = get(connection, page).decode()
+    connection.close()
+    link = re.search(r'href="([^"#]+-2\.0-py3-none-any\.whl)', html)
+    if link is None:
+        raise RuntimeError(f"{page}: no link to the 2.0 wheel")
+    return page, urljoin(page, link.group(1))
 
 
 def pypiserver(store: FileStore, work: Path):
@@ -95,31 +148,43 @@ port = {port}
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--wheel-kib", default="16,64,256,1024",
+                        help="wheel sizes, taken in turn by the projects (default: the spread "
+                             "of common pure-Python wheels, 16 KiB to 1 MiB)")
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-index-"))
     os.chmod(work, 0o755)  # nginx's workers pass through it to the mount
     store = FileStore(work / "store")
     projects = [f"bench-project-{number}" for number in range(arguments.projects)]
-    for project in projects:
+    sizes_kib = [int(size) for size in arguments.wheel_kib.split(",")]
+    for number, project in enumerate(projects):
+        padding = sizes_kib[number % len(sizes_kib)] << 10
         for version in ("1.0", "1.1", "2.0"):
             store.add(f"{project.replace('-', '_')}-{version}-py3-none-any.whl",
-                      wheel(project, version, padding=16 << 10))
+                      wheel(project, version, padding=padding))
 
     mounts = Mounts(work)
     mountpoint = mounts.mount(file_config(store, **{"pkgfs.index": "true"}), "--allow-other")
     web = nginx(mountpoint, work)
-    servers = {"pkgfs + nginx": (None, web.url)}
+    servers = {PKGFS: (None, web.url)}
     servers["pypiserver"] = pypiserver(store, work)
     servers["pypicloud"] = pypicloud(store, work)
-    seconds: dict[str, list[float]] = {name: [] for name in servers}
+    clients = ("pip", "uv")
+    seconds = {(client, name): [] for client in clients for name in servers}
+    latency = {}
     try:
-        for _, url in servers.values():  # once each, unmeasured: caches are warm
-            pip_install_seconds(url, projects, work / "target")
+        for client in clients:
+            for _, url in servers.values():  # once each, unmeasured: caches are warm
+                install_seconds(client, url, projects, work / "target")
         for _ in range(arguments.rounds):
-            for name, (_, url) in servers.items():
-                seconds[name].append(pip_install_seconds(url, projects, work / "target"))
+            for client, name in seconds:
+                url = servers[name][1]
+                seconds[client, name].append(install_seconds(client, url, projects, work / "target"))
+        for name, (_, url) in servers.items():
+            latency[name] = [request_milliseconds(page) for page in
+                             page_and_wheel_urls(url, projects[1])]  # a 64 KiB wheel
     finally:
         web.stop()
         for process, _ in servers.values():
@@ -127,13 +192,23 @@ def main() -> int:
                 process.terminate()
                 process.wait(timeout=10)
         mounts.close()
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    print(f"pip install of {arguments.projects} projects, median of {arguments.rounds} rounds")
-    print(table([(name, f"{value:.2f}", f"{medians['pkgfs + nginx'] / value:.2f}x")
-                 for name, value in medians.items()], ("index", "seconds", "pkgfs time / this")))
-    fastest_other = min(value for name, value in medians.items() if name != "pkgfs + nginx")
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    print(f"install of {arguments.projects} projects (wheels of {arguments.wheel_kib} KiB, "
+          f"3 versions each), median of {arguments.rounds} rounds")
+    rows = []
+    for name in servers:
+        row = [name]
+        for client in clients:
+            row += [f"{median[client, name]:.2f}", f"{median[client, PKGFS] / median[client, name]:.2f}x"]
+        rows.append(tuple(row + [f"{latency[name][0]:.2f}", f"{latency[name][1]:.2f}"]))
+    print(table(rows, ("index", "pip s", "pkgfs time / this", "uv s", "pkgfs time / this",
+                       "page ms", "64 KiB wheel ms")))
     shutil.rmtree(work, ignore_errors=True)
-    return 0 if medians["pkgfs + nginx"] <= fastest_other * 1.05 else 1  # 5%: noise
+    slower = [f"{client} from {name}" for (client, name), value in median.items()
+              if name != PKGFS and median[client, PKGFS] > value * 1.05]  # 5%: noise
+    if slower:
+        print("pkgfs is slower than:", ", ".join(slower))
+    return 1 if slower else 0
 
 
 if __name__ == "__main__":
