@@ -180,8 +180,8 @@ def main() -> int:
                 install_seconds(client, url, projects, work / "target")
         for _ in range(arguments.rounds):
             for client, name in seconds:
-                url = servers[name][1]
-                seconds[client, name].append(install_seconds(client, url, projects, work / "target"))
+                url, target = servers[name][1], work / "target"
+                seconds[client, name].append(install_seconds(client, url, projects, target))
         for name, (_, url) in servers.items():
             latency[name] = [request_milliseconds(page) for page in
                              page_and_wheel_urls(url, projects[1])]  # a 64 KiB wheel
@@ -199,7 +199,8 @@ def main() -> int:
     for name in servers:
         row = [name]
         for client in clients:
-            row += [f"{median[client, name]:.2f}", f"{median[client, PKGFS] / median[client, name]:.2f}x"]
+            ratio = median[client, PKGFS] / median[client, name]
+            row += [f"{median[client, name]:.2f}", f"{ratio:.2f}x"]
         rows.append(tuple(row + [f"{latency[name][0]:.2f}", f"{latency[name][1]:.2f}"]))
     print(table(rows, ("index", "pip s", "pkgfs time / this", "uv s", "pkgfs time / this",
                        "page ms", "64 KiB wheel ms")))

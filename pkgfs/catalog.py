@@ -6,6 +6,7 @@ import time
 
 from cachetools import TTLCache
 
+from .errors import PkgfsError
 from .storage import Storage, StoredFile, report_skipped
 
 log = logging.getLogger(__name__)
@@ -17,15 +18,23 @@ class Catalog:
     """Lists the whole store at most once per ``ttl`` seconds.
 
     One listing answers every ``ls`` and ``stat`` until it expires: on S3 that
-    is one LIST request per 1000 objects and no request per file.
+    is one LIST request per 1000 objects and no request per file. A listing
+    used when it is half its ``ttl`` old is listed again in the background, so
+    a mount in use never waits for a listing, and none is shown past ``ttl``.
     """
 
     def __init__(self, storage: Storage, ttl: float):
         self.storage = storage
+        self.ttl = ttl
         self._cache: TTLCache = TTLCache(maxsize=1, ttl=ttl)
-        # Held while listing, so that concurrent lookups wait for one listing
-        # instead of each starting its own.
+        self._listed_at = 0.0  # time.monotonic() when the cached listing began
+        # Held while listing in the foreground, so that concurrent lookups
+        # wait for one listing instead of each starting its own.
         self._lock = threading.Lock()
+        self._refreshing = False
+        # Counts this mount's own changes: a background listing that began
+        # before one of them may lack it, so it is dropped.
+        self._changes = 0
         # Goes up whenever what the catalog shows may have changed: pages made
         # from it are good while it stays the same.
         self.generation = 0
@@ -34,8 +43,12 @@ class Catalog:
         with self._lock:
             tree = self._cache.get("tree")
             if tree is None:
-                tree = self._cache["tree"] = self._list()
-                self.generation += 1
+                started = time.monotonic()
+                tree = self._install(self._list(), started)
+            elif time.monotonic() - self._listed_at >= self.ttl / 2 and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="catalog-refresh",
+                                 daemon=True).start()
             return tree
 
     def project(self, project: str) -> dict[str, StoredFile] | None:
@@ -50,6 +63,7 @@ class Catalog:
             tree = self._cache.get("tree")
             if tree is not None:
                 tree.setdefault(stored.project, {})[stored.filename] = stored
+            self._changes += 1
             self.generation += 1
 
     def removed(self, stored: StoredFile) -> None:
@@ -60,7 +74,31 @@ class Catalog:
                 files.pop(stored.filename, None)
                 if not files:
                     del self._cache["tree"][stored.project]
+            self._changes += 1
             self.generation += 1
+
+    def _refresh(self) -> None:
+        """List the store in the background; lookups meanwhile get the cached listing."""
+        started, changes = time.monotonic(), self._changes
+        try:
+            tree = self._list()
+            with self._lock:
+                if changes == self._changes and started > self._listed_at:
+                    self._install(tree, started)
+        except PkgfsError as error:
+            # The cached listing stays until it expires; then a lookup lists
+            # in the foreground and reports what is wrong.
+            log.warning("listing the store in the background failed: %s", error)
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _install(self, tree: Tree, started: float) -> Tree:
+        if tree != self._cache.get("tree"):
+            self.generation += 1
+        self._cache["tree"] = tree
+        self._listed_at = started
+        return tree
 
     def _list(self) -> Tree:
         started = time.monotonic()

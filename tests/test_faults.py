@@ -4,6 +4,7 @@ import errno
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -54,6 +55,40 @@ def test_a_listing_fails_with_eio_and_the_mount_recovers(s3_store, moto_server, 
 
     proxy.restore()
     assert run("ls", mountpoint).stdout.split() == ["my-pkg"]
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def test_a_mount_in_use_lists_ahead_and_never_shows_a_listing_past_cache_ttl(
+        s3_store, moto_server, mounts, proxy):
+    """A listing used at half its cache_ttl is made again in the background, so ls
+    answers at once past the first listing's cache_ttl, even with S3 down; but no
+    listing is shown past its own cache_ttl."""
+    ttl = 8
+    s3_store.add(WHEEL, b"wheel")
+    mountpoint = mount_via(proxy, moto_server, mounts, **{"pkgfs.cache_ttl": ttl})
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg"]
+    first_expires = time.monotonic() + ttl
+    s3_store.add("other-1.0.tar.gz", b"sdist")  # by another machine
+
+    sleep_until(first_expires - ttl / 2)
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg"]  # the cached listing, while...
+    while "other" not in run("ls", mountpoint).stdout.split():  # ...a new one is made
+        assert time.monotonic() < first_expires - 1, "no listing ahead of cache_ttl"
+        time.sleep(0.1)
+    second_expires = time.monotonic() + ttl
+
+    proxy.cut()
+    sleep_until(first_expires + 0.3)
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg", "other"]
+    sleep_until(second_expires + 0.3)
+    failed = run("ls", mountpoint)
+    assert "Input/output error" in failed.stderr
+
+    proxy.restore()
+    assert run("ls", mountpoint).stdout.split() == ["my-pkg", "other"]
 
 
 @pytest.mark.parametrize("how", ["down", "hanging"])
