@@ -227,6 +227,7 @@ def main() -> int:
     finally:
         proxy.close()
         moto.stop()
+        shutil.rmtree(work, ignore_errors=True)
     report(results, arguments.files + 1)
     if in_use:
         past, cold = in_use["past cache_ttl s"], in_use["cold s"]
