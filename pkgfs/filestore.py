@@ -4,6 +4,7 @@ import json
 import os
 import secrets
 import shutil
+from pathlib import Path
 from typing import Iterator
 
 from .errors import NotFound, StorageError
@@ -67,7 +68,7 @@ class FileStorage(Storage):
             stat = os.stat(target)
         except OSError as error:
             for temporary in (meta_temporary, package_temporary):
-                _remove(temporary)
+                Path(temporary).unlink(missing_ok=True)
             self._remove_empty_folders(folder)
             raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
         return StoredFile(project, filename, stat.st_size, stat.st_mtime, target)
@@ -79,7 +80,7 @@ class FileStorage(Storage):
             raise NotFound(f"{stored.location} is gone") from None
         except OSError as error:
             raise StorageError(f"cannot delete {stored.location}: {error.strerror}") from None
-        _remove(stored.location + ".meta")
+        Path(stored.location + ".meta").unlink(missing_ok=True)
         self._remove_empty_folders(os.path.dirname(stored.location))
 
     def read_metadata(self, stored: StoredFile) -> dict[str, str]:
@@ -102,7 +103,7 @@ class FileStorage(Storage):
             _write_json(temporary, metadata)
             os.rename(temporary, stored.location + ".meta")
         except OSError as error:
-            _remove(temporary)
+            Path(temporary).unlink(missing_ok=True)
             raise StorageError(f"cannot write metadata of {stored.location}: "
                                f"{error.strerror}") from None
         return stored
@@ -140,13 +141,6 @@ def _temporary(folder: str, prefix: str) -> str:
 def _write_json(path: str, metadata: dict[str, str]) -> None:
     with open(path, "w", encoding="utf-8") as meta_file:
         json.dump(metadata, meta_file)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _subdirectories(path: str) -> Iterator[os.DirEntry]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 from .catalog import Catalog
@@ -144,7 +145,7 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
     except RuntimeError as error:
         raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
                          "see the messages above") from None
-    _remove(state_file(options.mountpoint, "pid"))
+    Path(state_file(options.mountpoint, "pid")).unlink(missing_ok=True)
     log.info("unmounted %s", options.mountpoint)
 
 
@@ -229,13 +230,6 @@ def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     if is_pkgfs_daemon(pid):
         os.kill(pid, signal.SIGTERM)
-    _remove(pid_path)  # a daemon that was killed left it behind
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    Path(pid_path).unlink(missing_ok=True)  # a daemon that was killed left it behind
 
 
