@@ -136,14 +136,31 @@ class SimpleIndex:
     # --- What each file needs, worked out once ---------------------------
 
     def details(self, stored: StoredFile) -> FileDetails:
-        key = (stored.location, stored.revision, stored.size, stored.mtime)
+        key = _details_key(stored)
         with self._lock:
             known = self._details.get(key)
         if known is None:
-            known = self._load_details(key) or self._work_out_details(stored)
+            known = self._load_details(key)
+            if known is None:
+                return self._work_out_details(stored)
             with self._lock:
                 self._details[key] = known
         return known
+
+    def stored(self, stored: StoredFile, local_path: str, metadata: dict[str, str]) -> None:
+        """This mount stored a file from ``local_path``: what its pages need is worked out
+        from that copy, so that they need nothing more from the store."""
+        try:
+            core_sha256 = None
+            if stored.filename.endswith(".whl"):
+                core = self._extract_core_metadata(local_path, stored.filename,
+                                                   metadata["hash_sha256"])
+                core_sha256 = hashlib.sha256(core).hexdigest() if core is not None else None
+            self._remember(stored, FileDetails(metadata["hash_sha256"],
+                                               metadata.get("requires_python", ""), core_sha256))
+        except OSError as error:
+            log.warning("%s: index details not kept (%s); they will be read from the store",
+                        stored.filename, error)
 
     def _work_out_details(self, stored: StoredFile) -> FileDetails:
         metadata = self.storage.read_metadata(stored)
@@ -158,9 +175,8 @@ class SimpleIndex:
         if stored.filename.endswith(".whl"):
             core = self._core_metadata(stored, sha256)
             core_sha256 = hashlib.sha256(core).hexdigest() if core is not None else None
-        details = FileDetails(sha256, metadata.get("requires_python", ""), core_sha256)
-        self._save_details(stored, details)
-        return details
+        return self._remember(stored, FileDetails(sha256, metadata.get("requires_python", ""),
+                                                  core_sha256))
 
     def _hash(self, stored: StoredFile) -> str:
         digest = hashlib.sha256()
@@ -174,22 +190,29 @@ class SimpleIndex:
 
     def _core_metadata(self, stored: StoredFile, sha256: str) -> bytes | None:
         """The exact bytes of a wheel's ``*.dist-info/METADATA``, extracted once and kept."""
-        path = os.path.join(self.cache_dir, f"{sha256}.metadata")
         try:
-            with open(path, "rb") as kept:
+            with open(self._core_metadata_path(sha256), "rb") as kept:
                 return kept.read()
         except FileNotFoundError:
             pass
         reader = self.storage.open_reader(stored)
         try:
-            core = wheel_metadata(ReaderFile(reader, stored.size), stored.filename)
-        except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
-            log.warning("%s: no core metadata to serve (%s)", stored.filename, error)
-            return None
+            return self._extract_core_metadata(ReaderFile(reader, stored.size), stored.filename,
+                                               sha256)
         finally:
             reader.close()
-        _write_atomically(path, core)
+
+    def _extract_core_metadata(self, wheel_file, filename: str, sha256: str) -> bytes | None:
+        try:
+            core = wheel_metadata(wheel_file, filename)
+        except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
+            log.warning("%s: no core metadata to serve (%s)", filename, error)
+            return None
+        _write_atomically(self._core_metadata_path(sha256), core)
         return core
+
+    def _core_metadata_path(self, sha256: str) -> str:
+        return os.path.join(self.cache_dir, f"{sha256}.metadata")
 
     def _core_metadata_file(self, stored: StoredFile) -> GeneratedFile | None:
         details = self.details(stored)
@@ -209,9 +232,18 @@ class SimpleIndex:
         except (OSError, ValueError, TypeError):
             return None
 
-    def _save_details(self, stored: StoredFile, details: FileDetails) -> None:
-        key = (stored.location, stored.revision, stored.size, stored.mtime)
+    def _remember(self, stored: StoredFile, details: FileDetails) -> FileDetails:
+        """Keep a file's details, in memory and on disk, for as long as it stays the same."""
+        key = _details_key(stored)
         _write_atomically(self._details_path(key), json.dumps(asdict(details)).encode())
+        with self._lock:
+            self._details[key] = details
+        return details
+
+
+def _details_key(stored: StoredFile) -> tuple:
+    """What names one content of a file: details worked out for it hold while it matches."""
+    return (stored.location, stored.revision, stored.size, stored.mtime)
 
 
 class BytesReader(Reader):

@@ -224,6 +224,8 @@ class PackageTree:
         stored = self.catalog.storage.store(project, filename, staged.path, metadata)
         staged.dirty = False
         self.catalog.added(stored)
+        if self.index:
+            self.index.stored(stored, staged.path, metadata)
         log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
 
     def release(self, staged: StagedFile) -> None:

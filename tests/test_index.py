@@ -143,6 +143,26 @@ def test_a_missing_hash_is_computed_once_and_recorded(store_and_config, mounts, 
     assert mounts.logs().count("computed and stored the sha256") == before
 
 
+def test_a_wheel_copied_in_is_indexed_without_reading_it_back(s3_store, moto_server, mounts,
+                                                              tmp_path):
+    """Its page and .metadata come from what the copy wrote: no request to S3 at all."""
+    data = wheel("my-pkg", "1.0", requires_python=">=3.9")
+    source = tmp_path / WHEEL
+    source.write_bytes(data)
+    mountpoint = mounts.mount(s3_config(moto_server, **INDEX, **{"pkgfs.cache_ttl": 3600}))
+    subprocess.run(["cp", source, mountpoint], check=True)
+
+    before = len(moto_server.requests())
+    page = json.loads((mountpoint / "my-pkg" / "index.json").read_text())
+    metadata = (mountpoint / "my-pkg" / f"{WHEEL}.metadata").read_bytes()
+    assert moto_server.requests()[before:] == []
+    assert metadata == core_metadata_of(data)
+    [entry] = page["files"]
+    assert entry["hashes"] == {"sha256": hashlib.sha256(data).hexdigest()}
+    assert entry["core-metadata"] == {"sha256": hashlib.sha256(metadata).hexdigest()}
+    assert entry["requires-python"] == ">=3.9"
+
+
 def test_index_off_leaves_the_plain_tree(file_store, mounts):
     file_store.add(WHEEL, wheel("my-pkg", "1.0"))
     mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.index": "false"}))
