@@ -60,8 +60,9 @@ def unmount(mountpoint: Path) -> None:
 
 
 def one_round(work: Path, store: FileStore, backing: Path, number: int, repeats: int) -> dict:
-    """First reads, each after evicting the backing file and through a new mount; then
-    repeated reads, taking turns so that the machine's noise falls on all readers alike."""
+    """On new mounts, first reads (each after the file's pages are dropped, the backing
+    file's and the mount's), then repeated reads; readers take turns, so that the
+    machine's noise falls on all of them alike."""
     relative = os.path.relpath(backing, store.directory)
     bindfs_point = work / f"bindfs-{number}"
     bindfs_mount(store.directory, bindfs_point)
@@ -74,10 +75,12 @@ def one_round(work: Path, store: FileStore, backing: Path, number: int, repeats:
              "bindfs kernel_cache": kept_point / relative,
              "pkgfs": pkgfs_point / "big-pkg" / backing.name}
     try:
-        first = {}
-        for reader, path in paths.items():
-            evict(backing)
-            first[reader] = read_seconds(path)
+        first = {reader: [] for reader in paths}
+        for _ in range(repeats):
+            for reader, path in paths.items():
+                evict(backing)
+                evict(path)  # and the mount's own copy of its pages
+                first[reader].append(read_seconds(path))
         repeated = {reader: [] for reader in paths}
         for _ in range(repeats):
             for reader, path in paths.items():
@@ -86,14 +89,16 @@ def one_round(work: Path, store: FileStore, backing: Path, number: int, repeats:
         unmount(bindfs_point)
         unmount(kept_point)
         mounts.close()
-    return {reader: (first[reader], statistics.median(repeated[reader])) for reader in paths}
+    return {reader: (statistics.median(first[reader]), statistics.median(repeated[reader]))
+            for reader in paths}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=9, help="repeated reads a round")
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="first reads and repeated reads a round, each")
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-read-", dir="/var/tmp"))
