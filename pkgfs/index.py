@@ -140,9 +140,7 @@ class SimpleIndex:
         with self._lock:
             known = self._details.get(key)
         if known is None:
-            known = self._load_details(key)
-            if known is None:
-                return self._work_out_details(stored)
+            known = self._load_details(key) or self._work_out_details(stored)
             with self._lock:
                 self._details[key] = known
         return known
