@@ -184,7 +184,7 @@ def main() -> int:
                 seconds[client, name].append(install_seconds(client, url, projects, target))
         for name, (_, url) in servers.items():
             latency[name] = [request_milliseconds(page) for page in
-                             page_and_wheel_urls(url, projects[1])]  # a 64 KiB wheel
+                             page_and_wheel_urls(url, projects[1 % len(projects)])]
     finally:
         web.stop()
         for process, _ in servers.values():
@@ -203,7 +203,7 @@ def main() -> int:
             row += [f"{median[client, name]:.2f}", f"{ratio:.2f}x"]
         rows.append(tuple(row + [f"{latency[name][0]:.2f}", f"{latency[name][1]:.2f}"]))
     print(table(rows, ("index", "pip s", "pkgfs time / this", "uv s", "pkgfs time / this",
-                       "page ms", "64 KiB wheel ms")))
+                       "page ms", f"{sizes_kib[1 % len(sizes_kib)]} KiB wheel ms")))
     shutil.rmtree(work, ignore_errors=True)
     slower = [f"{client} from {name}" for (client, name), value in median.items()
               if name != PKGFS and median[client, PKGFS] > value * 1.05]  # 5%: noise
