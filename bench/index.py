@@ -154,6 +154,8 @@ def main() -> int:
                              "of common pure-Python wheels, 16 KiB to 1 MiB)")
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
+    if UV is None:
+        sys.exit("bench: uv is missing beside this Python: ./dev setup installs it")
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-index-"))
     os.chmod(work, 0o755)  # nginx's workers pass through it to the mount
     store = FileStore(work / "store")
