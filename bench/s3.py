@@ -5,6 +5,7 @@ by 20 ms. Each mount lists the same objects (pypicloud's layout: prefix
 ``packages/``, hash folders); requests are counted by type at the S3 server.
 
     .venv/bin/python bench/s3.py [--files 10000] [--projects 2000] [--mib 100] [--wheels 200]
+                                 [--ls-limit 1800] [--only pkgfs s3fs rclone]
 
 Targets: read throughput at least the best of s3fs and rclone; a cold
 ``ls -lR`` of at most ceil(files/1000) LIST and no HEAD, faster than both; a
@@ -33,6 +34,7 @@ from stores import S3Store, wheel
 
 PREFIX = "packages/"
 LATENCY = 0.020
+SMALL = "small_pkg-1.0-py3-none-any.whl"  # 2 MiB, the size of many wheels
 
 
 def request_kinds(requests: list[tuple[str, str]]) -> dict[str, int]:
@@ -147,6 +149,8 @@ def measure(contender: Contender, store: S3Store, big: str, wheels: Path, files:
         figures["read MiB/s"] = (os.path.getsize(contender.path_of(store, big)) / 2**20
                                  / timed(["cat", contender.path_of(store, big)]))
         figures["read requests"] = since()
+        figures["small read ms"] = timed(["cat", contender.path_of(store, SMALL)]) * 1000
+        figures["small read requests"] = since()
         started = time.perf_counter()
         for source in sorted(wheels.iterdir()):
             subprocess.run(["cp", source, contender.copy_target(store, source.name)], check=True)
@@ -192,6 +196,7 @@ def populate(store: S3Store, files: int, projects: int, mib: int) -> str:
         store.add_raw(store.key(f"proj{project}-1.{number // projects}.tar.gz"), b"x" * 100)
     big = "big_pkg-1.0-py3-none-any.whl"
     store.add(big, os.urandom(mib << 20))
+    store.add(SMALL, os.urandom(2 << 20))
     return big
 
 
@@ -262,11 +267,13 @@ def report(results: dict, files: int, ls_limit: float) -> None:
     rows = []
     for name, figures in results.items():
         rows.append((name, f"{figures['read MiB/s']:.0f}", kinds(figures["read requests"]),
+                     f"{figures['small read ms']:.0f}", kinds(figures["small read requests"]),
                      seconds(figures["ls -lR cold s"]), kinds(figures["ls -lR cold requests"]),
                      seconds(figures["ls -lR warm s"]), kinds(figures["ls -lR warm requests"]),
                      f"{figures['cp wheels s']:.2f}", kinds(figures["cp requests"])))
     print(f"S3 20 ms away (moto behind a delaying proxy); {files} objects")
-    print(table(rows, ("mount", "read MiB/s", "read requests", "ls -lR cold s", "cold requests",
+    print(table(rows, ("mount", "read MiB/s", "read requests", "2 MiB read ms", "its requests",
+                       "ls -lR cold s", "cold requests",
                        "ls -lR warm s", "warm requests", "cp in s", "cp requests")))
     if "pkgfs" not in results or len(results) == 1:
         return
@@ -277,6 +284,8 @@ def report(results: dict, files: int, ls_limit: float) -> None:
     fastest_cp = min(figures["cp wheels s"] for figures in others.values())
     print(f"pkgfs read / best other:            {pkgfs['read MiB/s'] / best_read:.2f}x "
           "(target >= 1)")
+    fastest_small = min(figures["small read ms"] for figures in others.values())
+    print(f"pkgfs 2 MiB read time / fastest:    {pkgfs['small read ms'] / fastest_small:.2f}x")
     ls_ratio = pkgfs["ls -lR cold s"] / min(fastest_ls, ls_limit)
     print(f"pkgfs cold ls -lR time / fastest:   {'<' if math.isinf(fastest_ls) else ''}"
           f"{ls_ratio:.4f}x (target < 1)")

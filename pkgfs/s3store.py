@@ -36,6 +36,9 @@ _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 READ_WINDOW = 1 << 20
 PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads
 KEPT_SEGMENTS = 4  # windows a reader keeps, for reads the kernel sends out of order
+# A file no bigger than this is read to its end by the first GET: most wheels
+# are, and a second request would cost more than the bytes.
+SMALL_FILE = 4 << 20
 
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
@@ -293,7 +296,8 @@ class S3Reader(Reader):
         """A read away from the last: one ranged GET of a window from there."""
         self._close_stream()
         self._segments.clear()
-        length = min(max(size, READ_WINDOW), self._size - offset)
+        rest = self._size - offset
+        length = rest if self._size <= SMALL_FILE else min(max(size, READ_WINDOW), rest)
         self._segments.append((offset, self._storage.get_range(self._stored, offset, length)))
 
     def _stream_on(self, end: int) -> None:

@@ -52,3 +52,14 @@ def test_a_sequential_read_costs_a_handful_of_gets(s3_store, moto_server, mounts
     # would be 192 GETs.
     assert 1 <= len(gets) <= 2, gets
 
+
+
+def test_a_wheel_of_up_to_4_mib_is_read_in_one_get(s3_store, moto_server, mounts):
+    data = os.urandom(3 << 20)
+    s3_store.add("small_pkg-1.0-py3-none-any.whl", data)
+    mountpoint = mounts.mount(s3_config(moto_server))
+    os.listdir(mountpoint / "small-pkg")
+    before = len(moto_server.requests())
+
+    assert (mountpoint / "small-pkg" / "small_pkg-1.0-py3-none-any.whl").read_bytes() == data
+    assert len(object_gets(moto_server.requests()[before:])) == 1
