@@ -86,8 +86,10 @@ def fuzz_mount(file_store, mounts):
 NAME_CHARACTERS = st.one_of(st.sampled_from(string.ascii_letters + string.digits + "-_.+ ~"),
                             st.characters(min_codepoint=1, max_codepoint=0x2FFF,
                                           blacklist_characters="/"))
+# The mount is shared by every example: a name an earlier one made a folder
+# is refused to a file with EISDIR.
 REFUSALS = {errno.EINVAL, errno.EEXIST, errno.ENAMETOOLONG, errno.EPERM, errno.ENOENT,
-            errno.EXDEV, errno.ENOTEMPTY}
+            errno.EXDEV, errno.ENOTEMPTY, errno.EISDIR}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -172,7 +172,8 @@ def test_python_m_pkgfs_and_the_pkgfs_script_are_the_same():
 
 
 def test_a_reader_never_mixes_two_versions_of_an_s3_object(s3_store, moto_server, mounts):
-    first, second = os.urandom(4 << 20), os.urandom(4 << 20)
+    # Bigger than what a first read fetches whole, so that a later read asks S3 again.
+    first, second = os.urandom(8 << 20), os.urandom(8 << 20)
     s3_store.add(WHEEL, first)
     mountpoint = mounts.mount(s3_config(moto_server, **{"pkgfs.cache_ttl": 3600}))
 
@@ -180,7 +181,7 @@ def test_a_reader_never_mixes_two_versions_of_an_s3_object(s3_store, moto_server
         assert package.read(65536) == first[:65536]
         s3_store.add(WHEEL, second)  # replaced behind the mount's back
         with pytest.raises(OSError) as raised:
-            package.seek(3 << 20)
+            package.seek(6 << 20)
             package.read(65536)
     assert raised.value.strerror == "Input/output error"
     assert "changed in the store while being read" in mounts.logs()
