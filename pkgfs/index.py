@@ -145,7 +145,7 @@ class SimpleIndex:
                 self._details[key] = known
         return known
 
-    def stored(self, stored: StoredFile, local_path: str, metadata: dict[str, str]) -> None:
+    def copied_in(self, stored: StoredFile, local_path: str, metadata: dict[str, str]) -> None:
         """This mount stored a file from ``local_path``: what its pages need is worked out
         from that copy, so that they need nothing more from the store."""
         try:

@@ -223,9 +223,9 @@ class PackageTree:
         metadata = package_metadata(staged.path, filename)
         stored = self.catalog.storage.store(project, filename, staged.path, metadata)
         staged.dirty = False
+        if self.index:  # before the catalog shows it, so no page asks the store
+            self.index.copied_in(stored, staged.path, metadata)
         self.catalog.added(stored)
-        if self.index:
-            self.index.stored(stored, staged.path, metadata)
         log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
 
     def release(self, staged: StagedFile) -> None:
