@@ -13,6 +13,7 @@ filesystem's page cache reaches on this kernel.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def main() -> int:
     print(f"pkgfs repeated read / direct repeated read: {repeated_ratio:.2f}x (target >= 0.9)")
     kept_ratio = median["bindfs kernel_cache"][1] / median["pkgfs"][1]
     print(f"pkgfs repeated read / bindfs -o kernel_cache repeated read: {kept_ratio:.2f}x")
-    subprocess.run(["rm", "-rf", str(work)])
+    shutil.rmtree(work)
     return 0 if first_ratio >= 0.5 and repeated_ratio >= 0.9 else 1
 
 

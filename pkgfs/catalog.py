@@ -32,11 +32,9 @@ class Catalog:
         # wait for one listing instead of each starting its own.
         self._lock = threading.Lock()
         self._refreshing = False
-        # Counts this mount's own changes: a background listing that began
-        # before one of them may lack it, so it is dropped.
-        self._changes = 0
         # Goes up whenever what the catalog shows may have changed: pages made
-        # from it are good while it stays the same.
+        # from it are good while it stays the same, and a background listing
+        # that began before a change (this mount's own write) is dropped.
         self.generation = 0
 
     def tree(self) -> Tree:
@@ -63,7 +61,6 @@ class Catalog:
             tree = self._cache.get("tree")
             if tree is not None:
                 tree.setdefault(stored.project, {})[stored.filename] = stored
-            self._changes += 1
             self.generation += 1
 
     def removed(self, stored: StoredFile) -> None:
@@ -74,16 +71,15 @@ class Catalog:
                 files.pop(stored.filename, None)
                 if not files:
                     del self._cache["tree"][stored.project]
-            self._changes += 1
             self.generation += 1
 
     def _refresh(self) -> None:
         """List the store in the background; lookups meanwhile get the cached listing."""
-        started, changes = time.monotonic(), self._changes
+        started, generation = time.monotonic(), self.generation
         try:
             tree = self._list()
             with self._lock:
-                if changes == self._changes and started > self._listed_at:
+                if generation == self.generation and started > self._listed_at:
                     self._install(tree, started)
         except PkgfsError as error:
             # The cached listing stays until it expires; then a lookup lists

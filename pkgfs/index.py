@@ -149,13 +149,12 @@ class SimpleIndex:
         """This mount stored a file from ``local_path``: what its pages need is worked out
         from that copy, so that they need nothing more from the store."""
         try:
-            core_sha256 = None
+            core = None
             if stored.filename.endswith(".whl"):
                 core = self._extract_core_metadata(local_path, stored.filename,
                                                    metadata["hash_sha256"])
-                core_sha256 = hashlib.sha256(core).hexdigest() if core is not None else None
             self._remember(stored, FileDetails(metadata["hash_sha256"],
-                                               metadata.get("requires_python", ""), core_sha256))
+                                               metadata.get("requires_python", ""), _sha256(core)))
         except OSError as error:
             log.warning("%s: index details not kept (%s); they will be read from the store",
                         stored.filename, error)
@@ -169,12 +168,9 @@ class SimpleIndex:
             stored = self.storage.write_metadata(stored, {**metadata, "hash_sha256": sha256})
             self.catalog.added(stored)
             log.info("computed and stored the sha256 of %s/%s", stored.project, stored.filename)
-        core_sha256 = None
-        if stored.filename.endswith(".whl"):
-            core = self._core_metadata(stored, sha256)
-            core_sha256 = hashlib.sha256(core).hexdigest() if core is not None else None
+        core = self._core_metadata(stored, sha256) if stored.filename.endswith(".whl") else None
         return self._remember(stored, FileDetails(sha256, metadata.get("requires_python", ""),
-                                                  core_sha256))
+                                                  _sha256(core)))
 
     def _hash(self, stored: StoredFile) -> str:
         digest = hashlib.sha256()
@@ -237,6 +233,10 @@ class SimpleIndex:
         with self._lock:
             self._details[key] = details
         return details
+
+
+def _sha256(content: bytes | None) -> str | None:
+    return hashlib.sha256(content).hexdigest() if content is not None else None
 
 
 def _details_key(stored: StoredFile) -> tuple:
