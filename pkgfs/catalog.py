@@ -3,6 +3,7 @@
 import logging
 import threading
 import time
+from typing import Callable
 
 from cachetools import TTLCache
 
@@ -36,6 +37,15 @@ class Catalog:
         # from it are good while it stays the same, and a background listing
         # that began before a change (this mount's own write) is dropped.
         self.generation = 0
+        self._shown: Tree | None = None  # the listing last shown, to tell what changed
+        self._listeners: list[Callable[[set[str]], None]] = []
+
+    def on_change(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener`` with the projects whose files changed, whenever some did.
+
+        Called with the catalog's lock held: a listener must return at once.
+        """
+        self._listeners.append(listener)
 
     def tree(self) -> Tree:
         with self._lock:
@@ -61,7 +71,7 @@ class Catalog:
             tree = self._cache.get("tree")
             if tree is not None:
                 tree.setdefault(stored.project, {})[stored.filename] = stored
-            self.generation += 1
+            self._changed({stored.project})
 
     def removed(self, stored: StoredFile) -> None:
         """This mount deleted a file: hide it at once."""
@@ -71,7 +81,7 @@ class Catalog:
                 files.pop(stored.filename, None)
                 if not files:
                     del self._cache["tree"][stored.project]
-            self.generation += 1
+            self._changed({stored.project})
 
     def _refresh(self) -> None:
         """List the store in the background; lookups meanwhile get the cached listing."""
@@ -90,11 +100,19 @@ class Catalog:
                 self._refreshing = False
 
     def _install(self, tree: Tree, started: float) -> Tree:
-        if tree != self._cache.get("tree"):
-            self.generation += 1
-        self._cache["tree"] = tree
+        if self._shown is not None:
+            changed = {project for project in self._shown.keys() | tree.keys()
+                       if self._shown.get(project) != tree.get(project)}
+            if changed:
+                self._changed(changed)
+        self._cache["tree"] = self._shown = tree
         self._listed_at = started
         return tree
+
+    def _changed(self, projects: set[str]) -> None:
+        self.generation += 1
+        for listener in self._listeners:
+            listener(projects)
 
     def _list(self) -> Tree:
         started = time.monotonic()

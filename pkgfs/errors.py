@@ -25,6 +25,10 @@ class NotFound(StorageError):
     """No such object in the store."""
 
 
+class Changed(StorageError):
+    """The file is no longer the content that was listed: another writer replaced it."""
+
+
 class StorageUnavailable(StorageError):
     """The store cannot be reached, or did not answer in time."""
 

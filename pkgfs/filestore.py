@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .errors import NotFound, StorageError
+from .errors import Changed, NotFound, StorageError
 from .names import parse_filename
-from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
+from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
 
 class FileStorage(Storage):
@@ -84,29 +84,16 @@ class FileStorage(Storage):
         self._remove_empty_folders(os.path.dirname(stored.location))
 
     def read_metadata(self, stored: StoredFile) -> dict[str, str]:
-        try:
-            with open(stored.location + ".meta", encoding="utf-8") as meta_file:
-                metadata = json.load(meta_file)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
-            report_skipped(stored.location + ".meta", f"unreadable metadata: {error}")
-            return {}
-        if not isinstance(metadata, dict):
-            return {}
-        return {str(key): str(value) for key, value in metadata.items() if value}
+        return _read_meta(stored.location + ".meta")
 
-    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
-        folder = os.path.dirname(stored.location)
-        temporary = _temporary(folder, ".metadata.")
+    def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
+        reader = self.open_reader(stored)
         try:
-            _write_json(temporary, metadata)
-            os.rename(temporary, stored.location + ".meta")
-        except OSError as error:
-            Path(temporary).unlink(missing_ok=True)
-            raise StorageError(f"cannot write metadata of {stored.location}: "
-                               f"{error.strerror}") from None
-        return stored
+            if reader.changed_since(stored):
+                raise Changed(f"{stored.location} changed since it was listed")
+            return Fetched(reader.read(start, length), self.read_metadata(stored))
+        finally:
+            reader.close()
 
     def _remove_empty_folders(self, version_folder: str) -> None:
         """Remove the version folder, then the project folder, if empty, as pypicloud does."""
@@ -124,6 +111,11 @@ class FileReader(Reader):
     def __init__(self, fd: int):
         self._fd = fd
 
+    def changed_since(self, stored: StoredFile) -> bool:
+        """Is the open file other content than the one listed?"""
+        stat = os.fstat(self._fd)
+        return (stat.st_size, stat.st_mtime) != (stored.size, stored.mtime)
+
     def read(self, offset: int, size: int) -> bytes:
         try:
             return os.pread(self._fd, size, offset)
@@ -136,6 +128,29 @@ class FileReader(Reader):
 
 def _temporary(folder: str, prefix: str) -> str:
     return os.path.join(folder, prefix + secrets.token_hex(8))
+
+
+# A pypicloud .meta holds a few short strings; anything far bigger is not one.
+_META_LIMIT = 1 << 20
+
+
+def _read_meta(path: str) -> dict[str, str]:
+    """The metadata in a .meta file: its string values; empty if it has none or is malformed."""
+    try:
+        with open(path, "rb") as meta_file:
+            raw = meta_file.read(_META_LIMIT + 1)
+        if len(raw) > _META_LIMIT:
+            raise ValueError(f"larger than {_META_LIMIT} bytes")
+        metadata = json.loads(raw)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as error:
+        report_skipped(path, f"unreadable metadata: {error}")
+        return {}
+    if not isinstance(metadata, dict):
+        report_skipped(path, "unreadable metadata: not a JSON object")
+        return {}
+    return {str(key): value for key, value in metadata.items() if isinstance(value, str) and value}
 
 
 def _write_json(path: str, metadata: dict[str, str]) -> None:

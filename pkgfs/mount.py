@@ -6,6 +6,7 @@ import os
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from .filestore import FileStorage
 from .s3store import S3Storage
 from .process import is_pkgfs_daemon
 from .storage import Storage
-from .index import Presigning, SimpleIndex
+from .index import Presigning, SimpleIndex, open_index
 from .tree import PackageTree
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,11 @@ def _index(config: Config, catalog: Catalog) -> SimpleIndex | None:
     presigning = None
     if config.presigned_urls:
         presigning = Presigning(config.store.expire_after, config.store.buffer_time)
-    return SimpleIndex(catalog, config.index_cache_dir, presigning)
+    try:
+        return open_index(catalog, config.index_cache_dir, presigning)
+    except (OSError, sqlite3.Error) as error:
+        raise MountError(f"pkgfs.cache_dir {config.cache_dir} cannot hold the index cache "
+                         f"({error}): make it a writable directory or set another") from None
 
 
 def describe(config: Config) -> str:

@@ -1,7 +1,6 @@
 """pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
 
 import collections
-import dataclasses
 import hashlib
 import logging
 import queue
@@ -22,9 +21,9 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from .errors import AccessDenied, NotFound, StorageError, StorageUnavailable
+from .errors import AccessDenied, Changed, NotFound, StorageError, StorageUnavailable
 from .names import parse_filename
-from .storage import Reader, Storage, StoredFile, report_skipped, stored_file
+from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +156,14 @@ class S3Storage(Storage):
         self._call(self.client.delete_object, Bucket=self.bucket, Key=stored.location)
 
     def read_metadata(self, stored: StoredFile) -> dict[str, str]:
-        head = self._call(self.client.head_object, Bucket=self.bucket, Key=stored.location)
-        return {key.replace("-", "_"): value for key, value in head.get("Metadata", {}).items()
-                if value}
+        head = self._call(self.client.head_object, Bucket=self.bucket, Key=stored.location,
+                          **_pinned(stored))
+        return _from_s3_metadata(head.get("Metadata", {}))
 
-    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
-        # S3 metadata cannot change in place: the object is copied onto itself,
-        # only if it is still the content that was hashed.
-        copied = self._call(self.client.copy_object, Bucket=self.bucket, Key=stored.location,
-                            CopySource={"Bucket": self.bucket, "Key": stored.location},
-                            **({"CopySourceIfMatch": stored.revision} if stored.revision else {}),
-                            Metadata=_s3_metadata(metadata),
-                            MetadataDirective="REPLACE")["CopyObjectResult"]
-        return dataclasses.replace(stored, mtime=copied["LastModified"].timestamp(),
-                                   revision=copied["ETag"])
+    def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
+        # S3 answers a GET with the object's user metadata: no HEAD needed.
+        response = self._get(stored, start, start + length - 1)
+        return Fetched(self._call(response["Body"].read), _from_s3_metadata(response["Metadata"]))
 
     def url(self, stored: StoredFile, expires_in: int) -> str:
         return self.client.generate_presigned_url(
@@ -179,19 +172,25 @@ class S3Storage(Storage):
 
     def get_range(self, stored: StoredFile, start: int, length: int) -> bytes:
         """The bytes of a stored file from ``start``, ``length`` of them or up to its end."""
-        body = self._get(stored, f"bytes={start}-{start + length - 1}")
-        return self._call(body.read)
+        return self._call(self._get(stored, start, start + length - 1)["Body"].read)
 
     def open_stream(self, stored: StoredFile, start: int):
         """The body of a GET of a stored file from ``start`` to its end."""
-        return self._get(stored, f"bytes={start}-")
+        return self._get(stored, start, None)["Body"]
 
-    def _get(self, stored: StoredFile, byte_range: str):
-        """A ranged GET, pinned to the content that was listed."""
-        pinned = {"IfMatch": stored.revision} if stored.revision else {}
+    def _get(self, stored: StoredFile, start: int, end: int | None) -> dict:
+        """A ranged GET, pinned to the content that was listed, that got what it asked for."""
         response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
-                              Range=byte_range, **pinned)
-        return response["Body"]
+                              Range=f"bytes={start}-{'' if end is None else end}",
+                              **_pinned(stored))
+        # An endpoint that ignores Range answers 200 with the whole object: its
+        # bytes from 0 must never be taken for bytes from ``start``.
+        answered = response.get("ContentRange", "")
+        if not answered.startswith(f"bytes {start}-") and not (start == 0 and not answered):
+            response["Body"].close()
+            raise StorageError(f"{self.endpoint} did not answer a ranged GET of "
+                               f"{stored.location} with that range: it must support Range")
+        return response
 
     def _call(self, operation: Callable, *args, **kwargs):
         """Run one boto3 call; its errors become the errors of pkgfs.errors."""
@@ -216,7 +215,7 @@ class S3Storage(Storage):
         if code == "NoSuchBucket":
             return NotFound(f"bucket {self.bucket} does not exist")
         if code in ("PreconditionFailed", "412"):
-            return StorageError("the file changed in the store while being read: read it again")
+            return Changed("the file changed in the store while being read: read it again")
         if code in _MISSING_CODES:
             return NotFound(f"no such object in bucket {self.bucket}")
         if code == "InvalidAccessKeyId":
@@ -229,6 +228,15 @@ class S3Storage(Storage):
             return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
                                 "credentials and the bucket policy")
         return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
+
+
+def _pinned(stored: StoredFile) -> dict[str, str]:
+    """Arguments that make a request fail unless the object is the content that was listed."""
+    return {"IfMatch": stored.revision} if stored.revision else {}
+
+
+def _from_s3_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    return {key.replace("-", "_"): value for key, value in metadata.items() if value}
 
 
 def _s3_metadata(metadata: dict[str, str]) -> dict[str, str]:

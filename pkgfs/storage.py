@@ -16,8 +16,8 @@ from .names import NotADistribution, is_project_name, normalize, parse_filename
 
 log = logging.getLogger(__name__)
 
-# Locations already reported as skipped: each is logged once, not at every listing.
-_reported_skips: LRUCache = LRUCache(maxsize=100_000)
+# Locations already reported: each is logged once, not at every listing.
+_reported: LRUCache = LRUCache(maxsize=100_000)
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class StoredFile:
     mtime: float  # seconds since the epoch
     location: str  # where the backend keeps it: a path or an object key
     revision: str = ""  # what names this content (an S3 ETag): a read never mixes two
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Some bytes of a stored file, and the metadata stored with it, from one request."""
+
+    data: bytes
+    metadata: dict[str, str]  # keys spelled with ``_``; empty if it has none
 
 
 class Reader(abc.ABC):
@@ -77,8 +85,10 @@ class Storage(abc.ABC):
         """The stored metadata of a file, keys spelled with ``_``; empty if it has none."""
 
     @abc.abstractmethod
-    def write_metadata(self, stored: StoredFile, metadata: dict[str, str]) -> StoredFile:
-        """Replace the stored metadata of a file, atomically; the file as it is now stored."""
+    def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
+        """Up to ``length`` bytes from ``start`` (fewer at the end), with the file's stored
+        metadata, in one request. NotFound if the file is gone or is no longer the
+        content that was listed."""
 
     def url(self, stored: StoredFile, expires_in: int) -> str | None:
         """A URL that serves the file for ``expires_in`` seconds, if the store has such."""
@@ -100,6 +110,12 @@ def stored_file(project_folder: str, filename: str, size: int, mtime: float,
 
 def report_skipped(location: str, reason: str) -> None:
     """Log, once per location, why something in the store is not shown."""
-    if location not in _reported_skips:
-        _reported_skips[location] = True
-        log.debug("not shown: %r: %s", location, reason)
+    report_once(location, f"not shown: {location!r}: {reason}", logging.DEBUG)
+
+
+def report_once(key: str, message: str, level: int = logging.WARNING) -> None:
+    """Log a message about something in the store once (per key), not at every listing
+    or page."""
+    if key not in _reported:
+        _reported[key] = True
+        log.log(level, "%s", message)

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .index import GeneratedFile, SimpleIndex
 from .metadata import package_metadata
-from .names import NotADistribution, is_project_name, parse_filename
+from .names import NotADistribution, is_project_name, normalize, parse_filename
 from .process import is_pkgfs_daemon
 from .storage import StoredFile
 
@@ -144,6 +144,7 @@ class PackageTree:
             return Directory(self._created_at)
         if len(parts) > 2:
             raise NotFound("/".join(parts))
+        parts = self.resolve(parts)
         generated = self.index.file(parts) if self.index else None
         if generated is not None:
             return generated
@@ -163,6 +164,17 @@ class PackageTree:
             return files[parts[1]]
         raise NotFound("/".join(parts))
 
+    def resolve(self, parts: list[str]) -> list[str]:
+        """The path with its project folder normalized: ``/Flask/`` is the folder of
+        ``flask``, as pip's ``/Flask/`` is its page. Only normalized names are listed."""
+        folder = parts[0]
+        if is_project_name(folder) or (len(parts) == 1 and not self._is_project(normalize(folder))):
+            return parts
+        return [normalize(folder), *parts[1:]]
+
+    def _is_project(self, name: str) -> bool:
+        return self.catalog.project(name) is not None or name in self._new_projects
+
     def _stored_by_name(self, filename: str) -> StoredFile:
         """A file copied to the root is found there by name once stored (for ``cp -p``, rsync)."""
         try:
@@ -175,18 +187,18 @@ class PackageTree:
         return stored
 
     def names(self, parts: list[str]) -> list[str]:
+        """What a folder lists: the index's files are found by name, never listed, so
+        listing costs no request for them."""
         node = self.node(parts)
         if not isinstance(node, Directory):
             raise NotADirectoryError(errno.ENOTDIR, "/".join(parts))
-        folder = parts[0] if parts else ROOT
+        folder = self.resolve(parts)[0] if parts else ROOT
         with self._lock:
             staged = [name for project, name in self._staged if project == folder]
         if folder == ROOT:
             listed = set(self.catalog.tree()) | self._new_projects
         else:
             listed = set(self.catalog.project(folder) or {})
-        if self.index:
-            listed.update(self.index.names(folder or None))
         return sorted(listed.union(staged))
 
     # --- Writing ---------------------------------------------------------
@@ -194,6 +206,7 @@ class PackageTree:
     def create(self, parts: list[str]) -> StagedFile:
         """Start a new file; it is stored when ``commit`` is called (at close)."""
         self._check_writable()
+        parts = self.resolve(parts)
         folder, name = self._target(parts)
         with self._lock:
             if self._key(parts) in self._staged:
@@ -240,6 +253,7 @@ class PackageTree:
 
     def delete(self, parts: list[str]) -> None:
         self._check_writable()
+        parts = self.resolve(parts)
         node = self.node(parts)
         if isinstance(node, GeneratedFile):
             raise _generated(parts)
@@ -256,6 +270,7 @@ class PackageTree:
     def rename(self, old: list[str], new: list[str]) -> None:
         """Rename a staged file: to a distribution name, that stores it."""
         self._check_writable()
+        old, new = self.resolve(old), self.resolve(new)
         staged = self.node(old)
         if isinstance(staged, GeneratedFile):
             raise _generated(old)
@@ -288,6 +303,7 @@ class PackageTree:
 
     def remove_project(self, parts: list[str]) -> None:
         self._check_writable()
+        parts = self.resolve(parts)
         if len(parts) != 1 or not isinstance(self.node(parts), Directory):
             raise NotADirectoryError(errno.ENOTDIR, "/".join(parts))
         if self.names(parts):

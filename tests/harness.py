@@ -67,8 +67,8 @@ class MotoServer:
 
 
 def s3_config(moto_server, **options) -> str:
-    """A config of the test bucket; the plain tree (no index files) unless options say."""
-    lines = {"pkgfs.index": "false", "pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",
+    """A config of the test bucket, with the product's defaults unless options say."""
+    lines = {"pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",
              "aws.endpoint_url": moto_server.endpoint, "aws.region": "us-east-1",
              "aws.access_key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
              "aws.secret_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], **options}
@@ -76,8 +76,8 @@ def s3_config(moto_server, **options) -> str:
 
 
 def file_config(store: FileStore, **options) -> str:
-    """A config of a file store; the plain tree (no index files) unless options say."""
-    lines = {"pkgfs.index": "false", "storage.dir": store.directory, **options}
+    """A config of a file store, with the product's defaults unless options say."""
+    lines = {"storage.dir": store.directory, **options}
     return "[pkgfs]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items())
 
 

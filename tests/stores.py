@@ -60,6 +60,18 @@ class FileStore:
             found += [os.path.normpath(os.path.join(relative, name)) for name in folders + files]
         return sorted(found)
 
+    def state(self) -> dict[str, tuple]:
+        """Every file in the store with its bytes' sha256 and its mtime: what a reader must
+        never change."""
+        found = {}
+        for path in self.contents():
+            full = os.path.join(self.directory, path)
+            if os.path.isfile(full):
+                with open(full, "rb") as stored:
+                    found[path] = (hashlib.sha256(stored.read()).hexdigest(),
+                                   os.stat(full).st_mtime_ns)
+        return found
+
     def add_raw(self, relative_path: str, data: bytes = b"x") -> str:
         """Put anything at a path, for what is not a distribution."""
         path = os.path.join(self.directory, relative_path)
@@ -98,6 +110,16 @@ class S3Store:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
         return key
 
+    def state(self) -> dict[str, tuple]:
+        """Every object with its ETag, LastModified and metadata: what a reader must never
+        change."""
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for item in page.get("Contents", []):
+                head = self.client.head_object(Bucket=self.bucket, Key=item["Key"])
+                found[item["Key"]] = (head["ETag"], head["LastModified"], head["Metadata"])
+        return found
+
     def stored(self, filename: str) -> tuple[bytes, dict] | None:
         """The bytes and S3 metadata of a stored file, read straight from the bucket."""
         try:
@@ -115,26 +137,58 @@ class S3Store:
 
 
 def wheel(name: str, version: str, summary: str = "", requires_python: str = "",
-          padding: int = 0, requires: tuple[str, ...] = ()) -> bytes:
-    """A real, installable wheel, with METADATA in its .dist-info."""
+          padding: int = 0, requires: tuple[str, ...] = (), metadata: bytes | None = None,
+          metadata_first: bool = False) -> bytes:
+    """A real, installable wheel, with METADATA (given, or made) in its .dist-info; written
+    last, as build tools do, unless ``metadata_first``."""
     import io
     import zipfile
 
     buffer = io.BytesIO()
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
-    metadata = core_metadata(name, version, summary, requires_python, requires)
+    if metadata is None:
+        metadata = core_metadata(name, version, summary, requires_python, requires).encode()
     files = {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode(),
              f"{module}/data.bin": os.urandom(padding),
-             f"{dist_info}/METADATA": metadata.encode(),
+             f"{dist_info}/METADATA": metadata,
              f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
                                    b"Tag: py3-none-any\n"}
+    if metadata_first:
+        files = {f"{dist_info}/METADATA": files.pop(f"{dist_info}/METADATA"), **files}
     record = "".join(f"{path},,\n" for path in files) + f"{dist_info}/RECORD,,\n"
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, content in files.items():
             archive.writestr(path, content)
         archive.writestr(f"{dist_info}/RECORD", record)
     return buffer.getvalue()
+
+
+def with_member_header(archive: bytes, member: str, *, flags: int | None = None,
+                       method: int | None = None) -> bytes:
+    """A zip with one member's general-purpose flags or compression method changed, in its
+    local header and its central directory entry: how encrypted or Deflate64 entries look."""
+    import io
+    import struct
+    import zipfile
+
+    data = bytearray(archive)
+    with zipfile.ZipFile(io.BytesIO(archive)) as parsed:
+        info = parsed.getinfo(member)
+        central = parsed.start_dir
+    entries = [info.header_offset]  # the local header: flags at +6, method at +8
+    position = data.index(b"PK\x01\x02" + bytes(), central)
+    while data[position:position + 4] == b"PK\x01\x02":  # central entries: flags at +8
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        if data[position + 46:position + 46 + name_length].decode() == member:
+            entries.append(position + 2)
+        position += 46 + name_length + extra_length + comment_length
+    for offset in entries:
+        if flags is not None:
+            struct.pack_into("<H", data, offset + 6, flags)
+        if method is not None:
+            struct.pack_into("<H", data, offset + 8, method)
+    return bytes(data)
 
 
 def sdist(name: str, version: str, summary: str = "", requires_python: str = "") -> bytes:

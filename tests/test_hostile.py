@@ -37,14 +37,14 @@ def test_hostile_s3_keys_and_metadata(s3_store, moto_server, mounts):
     client.put_object(Bucket=bucket, Key=s3_store.key("evil-1.0.tar.gz"), Body=b"evil",
                       Metadata={"requires-python": '"><script>alert(1)</script>',
                                 "hash-sha256": "not-a-hash", "summary": "x" * 1000})
-    mountpoint = mounts.mount(s3_config(moto_server, **{"pkgfs.index": "true"}))
+    mountpoint = mounts.mount(s3_config(moto_server))
 
-    assert sorted(os.listdir(mountpoint)) == ["evil", "index.html", "index.json", "my-pkg"]
-    assert sorted(os.listdir(mountpoint / "my-pkg")) == [
-        "caf\u00e9-1.0.tar.gz", "index.html", "index.json", WHEEL, WHEEL + ".metadata"]
+    assert sorted(os.listdir(mountpoint)) == ["evil", "my-pkg"]
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == ["caf\u00e9-1.0.tar.gz", WHEEL]
     page = (mountpoint / "evil" / "index.html").read_text()
     assert "<script>" not in page
-    assert "&quot;&gt;&lt;script&gt;" in page
+    assert "data-requires-python" not in page  # not a specifier: left out, with a warning
+    assert "Requires-Python '\"><script>" in mounts.logs()
     assert (mountpoint / "evil" / "evil-1.0.tar.gz").read_bytes() == b"evil"
     assert_daemon_serves(mountpoint, mounts)
 
@@ -66,12 +66,10 @@ def test_hostile_file_store(file_store, mounts, tmp_path):
     (outside / "1.0" / "secret-1.0.tar.gz").write_text("outside the store")
     os.symlink(outside, os.path.join(file_store.directory, "secret"))  # a project folder link
     os.symlink(outside / "1.0", os.path.join(file_store.directory, "my-pkg", "2.0"))
-    mountpoint = mounts.mount(file_config(file_store, **{"pkgfs.index": "true"}))
+    mountpoint = mounts.mount(file_config(file_store))
 
-    assert sorted(os.listdir(mountpoint)) == ["binmeta", "index.html", "index.json", "listmeta",
-                                              "my-pkg"]
-    assert sorted(os.listdir(mountpoint / "my-pkg")) == [
-        "index.html", "index.json", WHEEL, WHEEL + ".metadata"]
+    assert sorted(os.listdir(mountpoint)) == ["binmeta", "listmeta", "my-pkg"]
+    assert sorted(os.listdir(mountpoint / "my-pkg")) == [WHEEL]
     for project in ("listmeta", "binmeta"):
         assert "#sha256=" in (mountpoint / project / "index.html").read_text()
     assert_daemon_serves(mountpoint, mounts)
@@ -148,7 +146,7 @@ def test_only_the_mounting_user_unless_allow_other(file_store, mounts, public_di
 def test_secrets_never_reach_the_logs(s3_store, moto_server, mounts, tmp_path):
     s3_store.add(WHEEL, wheel("my-pkg", "1.0"))
     (tmp_path / "other-1.0.tar.gz").write_bytes(b"other")
-    mountpoint = mounts.mount(s3_config(moto_server, **{"pkgfs.index": "true"}), "--debug")
+    mountpoint = mounts.mount(s3_config(moto_server), "--debug")
 
     subprocess.run(["ls", "-lR", mountpoint], check=True, capture_output=True)
     subprocess.run(["cp", tmp_path / "other-1.0.tar.gz", mountpoint], check=True)

@@ -1,0 +1,152 @@
+"""The files the index adds to the tree: ``index.html`` and ``index.json`` in the root and
+in each project folder, and ``<wheel>.metadata`` beside each wheel.
+
+They answer a lookup by name, which is all a web server does, and are not
+listed: ``ls -lR`` and ``find`` of the mount cost no request for them.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from ..catalog import Catalog
+from ..names import parse_filename
+from ..storage import Reader, StoredFile
+from . import formats
+from .details import DetailsFinder
+
+INDEX_HTML = "index.html"
+INDEX_JSON = "index.json"
+PAGES = (INDEX_HTML, INDEX_JSON)
+METADATA_SUFFIX = ".metadata"
+# Pages kept rendered; the root pages and the busiest projects stay.
+KEPT_PAGES = 4096
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    content: bytes
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Presigning:
+    """Link files to presigned S3 URLs instead of through the web server."""
+
+    expire_after: int
+    buffer_time: int
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    generation: int  # of the catalog it was made from
+    good_until: float  # presigned URLs in it expire
+    page: GeneratedFile
+
+
+class SimpleIndex:
+    def __init__(self, catalog: Catalog, details: DetailsFinder,
+                 presigning: Presigning | None = None):
+        self.catalog = catalog
+        self.details = details
+        self.presigning = presigning
+        self._pages: LRUCache = LRUCache(maxsize=KEPT_PAGES)
+        self._lock = threading.Lock()
+
+    def is_generated(self, parts: list[str]) -> bool:
+        """True for a path the index would generate, whether or not it exists now."""
+        return bool(parts) and (parts[-1] in PAGES
+                                or parts[-1].endswith(".whl" + METADATA_SUFFIX))
+
+    def file(self, parts: list[str]) -> GeneratedFile | None:
+        """The generated file at a path (its project folder normalized), or None."""
+        if len(parts) == 1 and parts[0] in PAGES:
+            return self._page(parts[0], "")
+        if len(parts) != 2 or self.catalog.project(parts[0]) is None:
+            return None
+        if parts[1] in PAGES:
+            return self._page(parts[1], parts[0])
+        if parts[1].endswith(".whl" + METADATA_SUFFIX):
+            stored = self.catalog.file(parts[0], parts[1].removesuffix(METADATA_SUFFIX))
+            if stored is not None:
+                core = self.details.core_metadata(stored)
+                if core is not None:
+                    return GeneratedFile(core, stored.mtime)
+        return None
+
+    def copied_in(self, stored: StoredFile, local_path: str, metadata: dict[str, str]) -> None:
+        self.details.copied_in(stored, local_path, metadata)
+
+    # --- Pages -----------------------------------------------------------
+
+    def _page(self, name: str, project: str) -> GeneratedFile:
+        """A page, made again only when the catalog changed or its presigned URLs age."""
+        self.catalog.tree()  # a listing older than cache_ttl is made again first
+        generation = self.catalog.generation
+        with self._lock:
+            rendered = self._pages.get((name, project))
+        if rendered and rendered.generation == generation and time.time() < rendered.good_until:
+            return rendered.page
+        content, complete = self._render(name, project)
+        page = GeneratedFile(content, _mtime(rendered.page if rendered else None, content))
+        good_until = (time.time() + self.presigning.expire_after - self.presigning.buffer_time
+                      if self.presigning and project else float("inf"))
+        if complete:  # a page missing a file that changed is made again next time
+            with self._lock:
+                self._pages[(name, project)] = _Rendered(generation, good_until, page)
+        return page
+
+    def _render(self, name: str, project: str) -> tuple[bytes, bool]:
+        if not project:
+            projects = sorted(self.catalog.tree())
+            render = formats.root_html if name == INDEX_HTML else formats.root_json
+            return render(projects), True
+        files = sorted((self.catalog.project(project) or {}).values(),
+                       key=lambda stored: stored.filename)
+        details = self.details.details_of(files)
+        links = [self._link(stored, details[stored]) for stored in files
+                 if details[stored] is not None]
+        render = formats.project_html if name == INDEX_HTML else formats.project_json
+        return render(project, links), len(links) == len(files)
+
+    def _link(self, stored: StoredFile, details) -> formats.FileLink:
+        url = formats.file_url(stored.filename)
+        core_metadata_sha256 = details.core_metadata_sha256
+        if self.presigning:
+            url = self.details.storage.url(stored, self.presigning.expire_after) or url
+            # Clients fetch core metadata at the file's URL plus ".metadata", which
+            # a signed query cannot take: they read it from the wheel instead.
+            core_metadata_sha256 = None
+        return formats.FileLink(
+            filename=stored.filename, version=_version(stored), url=url,
+            sha256=details.sha256, size=stored.size, upload_time=stored.mtime,
+            requires_python=details.requires_python, core_metadata_sha256=core_metadata_sha256)
+
+
+def _mtime(previous: GeneratedFile | None, content: bytes) -> float:
+    """A changed page's mtime is at least a second after the one before: web servers make
+    ETag and Last-Modified from whole seconds and size, and both must change with it."""
+    if previous is None:
+        return time.time()
+    if previous.content == content:
+        return previous.mtime
+    return max(time.time(), previous.mtime + 1)
+
+
+def _version(stored: StoredFile) -> str:
+    return parse_filename(stored.filename).version
+
+
+class BytesReader(Reader):
+    """A Reader of a generated file's content, as it was when opened."""
+
+    def __init__(self, generated: GeneratedFile):
+        self.generated = generated
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.generated.content[offset:offset + size]
+
+    def close(self) -> None:
+        pass
