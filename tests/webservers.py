@@ -75,13 +75,25 @@ def fresh_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def pip_install(python: Path, index_url: str, *requirements: str) -> subprocess.CompletedProcess:
-    """pip install from our index alone: no config, no cache, no other index."""
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    env.pop("PIP_INDEX_URL", None)
-    env.pop("PIP_EXTRA_INDEX_URL", None)
-    env.pop("PIP_FIND_LINKS", None)
+def installer_env() -> dict[str, str]:
+    """The environment of an installer that knows no index but ours: no config, no cache."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PIP_", "UV_"))}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "UV_NO_CONFIG": "1", "UV_NO_CACHE": "1"}
+
+
+def pip_install(python: Path, index_url: str, *arguments: str) -> subprocess.CompletedProcess:
+    """pip install from our index alone."""
     return subprocess.run([str(python), "-m", "pip", "install", "--index-url", index_url,
-                           *requirements], capture_output=True, text=True, env=env,
+                           *arguments], capture_output=True, text=True, env=installer_env(),
                           stdin=subprocess.DEVNULL, timeout=300)
+
+
+def uv_install(index_url: str, *arguments: str) -> subprocess.CompletedProcess:
+    """uv pip install from our index alone, for this interpreter."""
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable))
+    assert uv, "uv is a test dependency: ./dev test installs it"
+    return subprocess.run([uv, "pip", "install", "--python", sys.executable, "--index-url",
+                           index_url, *arguments], capture_output=True, text=True,
+                          env=installer_env(), stdin=subprocess.DEVNULL, timeout=300)

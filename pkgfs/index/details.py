@@ -239,8 +239,8 @@ class DetailsFinder:
         try:
             core = wheel_metadata(wheel_file, stored.filename)
         except UnreadableMetadata as error:
-            report_once(f"{stored.location} core", f"{stored.project}/{stored.filename}: no core "
-                                         f"metadata to serve ({error})")
+            report_once(f"{stored.location} core",
+                        f"{stored.project}/{stored.filename}: no core metadata to serve ({error})")
             return None
         self.cache.keep_core_metadata(sha256, core)
         return core
@@ -270,8 +270,8 @@ def _valid_sha256(metadata: dict[str, str], stored: StoredFile) -> str | None:
     if len(sha256) == 64 and set(sha256) <= _HEX:
         return sha256
     if sha256:
-        report_once(f"{stored.location} sha256", f"{stored.project}/{stored.filename}: its stored "
-                                     "hash_sha256 is not a sha256; hashing the file instead")
+        report_once(f"{stored.location} sha256", f"{stored.project}/{stored.filename}: its "
+                    "stored hash_sha256 is not a sha256; hashing the file instead")
     return None
 
 
@@ -283,8 +283,8 @@ def _valid_requires_python(value: str, stored: StoredFile) -> str:
         SpecifierSet(value)
     except InvalidSpecifier:
         report_once(f"{stored.location} requires_python",
-                    f"{stored.project}/{stored.filename}: Requires-Python "
-                                     f"{value[:100]!r} is not valid; pages leave it out")
+                    f"{stored.project}/{stored.filename}: Requires-Python {value[:100]!r} "
+                    "is not valid; pages leave it out")
         return ""
     return value
 
