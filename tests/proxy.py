@@ -27,6 +27,8 @@ class CuttableProxy:
         self._cut_after: int | None = None
         self._forwarded = 0
         self._closed = False
+        self._in_flight = 0
+        self.peak_in_flight = 0  # the most requests that waited for an answer at once
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -95,8 +97,12 @@ class CuttableProxy:
                 if upstream and self._count(len(data)):
                     self.cut()
                     return
-                if upstream and turn["request"] and self.latency:
-                    time.sleep(self.latency)
+                if upstream and turn["request"]:
+                    self._count_in_flight(+1)
+                    if self.latency:
+                        time.sleep(self.latency)
+                elif not upstream and not turn["request"]:
+                    self._count_in_flight(-1)  # the first bytes of its answer
                 turn["request"] = not upstream
                 while self._stalled and not self._closed:
                     time.sleep(0.05)
@@ -104,6 +110,11 @@ class CuttableProxy:
         except OSError:
             pass
         _shut(target)
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
 
     def _count(self, size: int) -> bool:
         """Count bytes sent upstream; True when the cut_after budget is spent."""
