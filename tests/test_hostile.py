@@ -1,9 +1,13 @@
 """Bad input never crashes the daemon or escapes the tree: hostile stores, fuzzed names, other users."""
 
 import errno
+import hashlib
+import io
+import json
 import os
 import string
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import CREDENTIALS, file_config, s3_config
 from pkgfs.names import parse_filename
-from stores import wheel
+from stores import wheel, with_member_header
 
 WHEEL = "my_pkg-1.0-py3-none-any.whl"
 
@@ -155,3 +159,74 @@ def test_secrets_never_reach_the_logs(s3_store, moto_server, mounts, tmp_path):
     logs = mounts.logs()
     assert "stored other/other-1.0.tar.gz" in logs and "create /README refused" in logs
     assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in logs
+
+
+def hostile_wheels() -> dict[str, bytes]:
+    """Wheels whose METADATA cannot be read, or is a zip bomb, as anyone may upload them."""
+    def metadata_of(version):
+        return f"bad-{version}.dist-info/METADATA"
+
+    corrupt = bytearray(wheel("bad", "4.0", summary="x" * 2000))
+    with zipfile.ZipFile(io.BytesIO(bytes(corrupt))) as archive:
+        info = archive.getinfo(metadata_of("4.0"))
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    corrupt[start + 10:start + 40] = b"\xff" * 30  # the deflate stream, broken
+    bomb = b"Metadata-Version: 2.1\nName: bad\nVersion: 5.0\n\n" + b" " * (100 << 20)
+    return {
+        "bad-2.0-py3-none-any.whl": with_member_header(wheel("bad", "2.0"), metadata_of("2.0"),
+                                                       flags=0x1),  # encrypted
+        "bad-3.0-py3-none-any.whl": with_member_header(wheel("bad", "3.0"), metadata_of("3.0"),
+                                                       method=9),  # Deflate64
+        "bad-4.0-py3-none-any.whl": bytes(corrupt),
+        "bad-5.0-py3-none-any.whl": wheel("bad", "5.0", metadata=bomb),  # 100 MiB inflated
+        "bad-6.0-py3-none-any.whl": b"not a zip at all",
+    }
+
+
+def daemon_peak_rss_mib(mounts) -> float:
+    [pid_file] = mounts.state.glob("pkgfs/*.pid")
+    status = Path(f"/proc/{int(pid_file.read_text())}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("VmHWM:"))) / 1024
+
+
+def test_hostile_wheels_and_metadata_leave_their_project_working(store_and_config, mounts,
+                                                                 tmp_path):
+    store, config = store_and_config
+    good = wheel("bad", "1.0", requires_python=">=3")
+    store.add("bad-1.0-py3-none-any.whl", good)
+    hostile = hostile_wheels()
+    for name, data in hostile.items():
+        store.add(name, data)
+    if hasattr(store, "directory"):  # a .meta nested 100,000 deep
+        path = store.add("bad-0.1.tar.gz", b"sdist", meta=None)
+        Path(path + ".meta").write_text("[" * 100_000 + "]" * 100_000)
+    else:  # S3 metadata that parses as nothing
+        store.client.put_object(Bucket=store.bucket, Key=store.key("bad-0.1.tar.gz"),
+                                Body=b"sdist", Metadata={"hash-sha256": "z" * 64,
+                                                         "requires-python": "=>< 3"})
+    mountpoint = mounts.mount(config())
+
+    for _ in range(2):
+        document = json.loads((mountpoint / "bad" / "index.json").read_bytes())
+        files = {entry["filename"]: entry for entry in document["files"]}
+        assert sorted(files) == sorted(["bad-0.1.tar.gz", "bad-1.0-py3-none-any.whl", *hostile])
+        assert files["bad-0.1.tar.gz"]["hashes"] == {"sha256": hashlib.sha256(b"sdist").hexdigest()}
+        assert files["bad-1.0-py3-none-any.whl"]["core-metadata"] != False  # noqa: E712
+        assert (mountpoint / "bad" / "bad-1.0-py3-none-any.whl.metadata").is_file()
+        for name in hostile:
+            assert files[name]["core-metadata"] is False, name
+            assert files[name]["hashes"] == {"sha256": hashlib.sha256(hostile[name]).hexdigest()}
+            assert not (mountpoint / "bad" / f"{name}.metadata").exists(), name
+        assert "bad-2.0-py3-none-any.whl" in (mountpoint / "bad" / "index.html").read_text()
+
+    # A bomb copied in through the mount is stored, with what could be read.
+    (tmp_path / "bomb-1.0-py3-none-any.whl").write_bytes(hostile["bad-5.0-py3-none-any.whl"])
+    subprocess.run(["cp", tmp_path / "bomb-1.0-py3-none-any.whl", mountpoint], check=True)
+    assert store.stored("bomb-1.0-py3-none-any.whl") is not None
+
+    logs = mounts.logs()
+    for name in hostile:
+        assert logs.count(f"bad/{name}: no core metadata to serve") == 1, name
+    assert "Traceback" not in logs
+    assert daemon_peak_rss_mib(mounts) < 200
