@@ -268,7 +268,7 @@ class KernelCache:
 
     def closed_page(self, path: str) -> None:
         with self._told:
-            opens, page = self._open_pages.pop(path)
+            opens, page = self._open_pages.pop(path, (0, None))
             if opens > 1:
                 self._open_pages[path] = (opens - 1, page)
 

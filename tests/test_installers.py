@@ -49,7 +49,13 @@ def install(installer: str, pip_python, index_url: str, target) -> subprocess.Co
     return pip_install(pip_python(release), index_url, "--target", str(target), "app")
 
 
-def installed(target) -> list[str]:
+def install_through(web, installer: str, pip_python, target) -> list[str]:
+    """Install app through a web server that is stopped after; the dist-infos installed."""
+    try:
+        result = install(installer, pip_python, web.url, target)
+    finally:
+        web.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
     return sorted(path.name for path in target.iterdir() if path.name.endswith(".dist-info"))
 
 
@@ -79,12 +85,8 @@ def test_installers_through_web_servers(request, installer, server, pip_python, 
     mountpoint = mounts.mount(config, "--allow-other", parent=public_dir)
     publish_projects(tmp_path, mountpoint)
     web = start(mountpoint, tmp_path)
-    try:
-        result = install(installer, pip_python, web.url, tmp_path / "target")
-    finally:
-        web.stop()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert installed(tmp_path / "target") == ["app-1.0.dist-info", "lib-1.0.dist-info"]
+    assert install_through(web, installer, pip_python, tmp_path / "target") == [
+        "app-1.0.dist-info", "lib-1.0.dist-info"]
     fetched = web.requests()
     assert "/lib/lib-2.0-py3-none-any.whl" not in fetched  # Requires-Python >=4
     if installer in READ_CORE_METADATA:
@@ -104,12 +106,8 @@ def test_presigned_pages_install_straight_from_s3(installer, pip_python, s3_stor
     assert "testing-secret" not in json.dumps(page)
     web = nginx(mountpoint, tmp_path)
     before = len(moto_server.requests())
-    try:
-        result = install(installer, pip_python, web.url, tmp_path / "target")
-    finally:
-        web.stop()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert installed(tmp_path / "target") == ["app-1.0.dist-info", "lib-1.0.dist-info"]
+    assert install_through(web, installer, pip_python, tmp_path / "target") == [
+        "app-1.0.dist-info", "lib-1.0.dist-info"]
     assert not [path for path in web.requests() if ".whl" in path]  # bytes never through nginx
     wheels_from_s3 = [path for method, path in moto_server.requests()[before:]
                       if method == "GET" and ".whl" in path]

@@ -189,7 +189,7 @@ class DetailsFinder:
 
     def _work_out(self, stored: StoredFile) -> FileDetails | None:
         try:
-            if stored.filename.endswith(".whl"):
+            if stored.filename.endswith(".whl") and stored.size > 0:
                 details = self._work_out_wheel(stored)
             else:
                 metadata = self.storage.read_metadata(stored)
