@@ -61,5 +61,9 @@ class Generated(PkgfsError):
     """A file the index generates: it cannot be written, renamed or removed."""
 
 
+class ChangeInPlace(PkgfsError):
+    """A stored file opened to be changed rather than replaced whole (``>>``, O_RDWR)."""
+
+
 class CrossDevice(PkgfsError):
     """A rename that cannot be done in place; ``mv`` then copies and deletes instead."""

@@ -23,6 +23,10 @@ class FileStorage(Storage):
         if not os.access(self.directory, os.R_OK | os.X_OK):
             raise StorageError(f"storage.dir {self.directory} is not readable by this user")
 
+    def capacity(self) -> tuple[int, int]:
+        space = os.statvfs(self.directory)
+        return space.f_blocks * space.f_frsize, space.f_bavail * space.f_frsize
+
     def list_files(self) -> Iterator[StoredFile]:
         for project in _subdirectories(self.directory):
             for version in _subdirectories(project.path):

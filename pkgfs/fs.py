@@ -20,6 +20,7 @@ from fuse import FuseOSError, Operations
 from .errors import (
     AccessDenied,
     AlreadyExists,
+    ChangeInPlace,
     CrossDevice,
     Generated,
     InvalidName,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
           (AlreadyExists, errno.EEXIST), (InvalidName, errno.EINVAL),
           (NotEmpty, errno.ENOTEMPTY), (ReadOnly, errno.EROFS), (CrossDevice, errno.EXDEV),
-          (Generated, errno.EPERM),
+          (Generated, errno.EPERM), (ChangeInPlace, errno.EPERM),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
 # Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
 _QUIET = (errno.ENOENT,)
@@ -113,7 +114,12 @@ class PackageFS(Operations):
         return [".", "..", *self.tree.names(_split(path))]
 
     def statfs(self, path):
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+        """The store's space, or, for S3, large numbers as s3ql and mountpoint-s3 give, so
+        that df and free-space checks let copies through."""
+        total, free = self.tree.catalog.storage.capacity() or (1 << 50, 1 << 50)
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": total // 4096,
+                "f_bfree": free // 4096, "f_bavail": free // 4096, "f_files": 1 << 32,
+                "f_ffree": 1 << 32, "f_favail": 1 << 32, "f_namemax": 255}
 
     # --- Files -----------------------------------------------------------
 
@@ -124,8 +130,8 @@ class PackageFS(Operations):
         if isinstance(node, StagedFile):
             fi.fh = self._handle(self.tree.reopen(node))
         elif fi.flags & os.O_ACCMODE != os.O_RDONLY:
-            # Writing over a stored file makes a new one that replaces it at close.
-            fi.fh = self._handle(self.tree.create(_split(path)))
+            truncating = bool(fi.flags & os.O_TRUNC) and not fi.flags & os.O_APPEND
+            fi.fh = self._handle(self.tree.replace(_split(path), truncating=truncating))
         elif isinstance(node, GeneratedFile):
             fi.fh = self._handle(BytesReader(self._kernel.opened_page(path, node)))
             # Reads get what was opened, whatever size the kernel has kept for the name.

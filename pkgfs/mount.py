@@ -109,6 +109,9 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
         "ro": options.read_only, "allow_other": options.allow_other,
         # Writes of 128 KiB instead of libfuse 2's default of one page at a time.
         "big_writes": True, "max_write": 131072,
+        # rm of a file someone holds open removes it (readers keep what they opened, or
+        # get EIO), instead of libfuse renaming it to .fuse_hidden*.
+        "hard_remove": True,
     }
     for option in options.fuse_options:
         key, has_value, value = option.partition("=")

@@ -273,17 +273,24 @@ class S3Reader(Reader):
         with self._lock:
             data = self._slice(offset, size)
             if data is None:
-                # The kernel has several reads of a file in flight: one a little
-                # ahead of the stream is still sequential.
-                ahead = KEPT_SEGMENTS * READ_WINDOW
-                if self._segments and self._segments[0][0] <= offset <= self._end() + ahead:
-                    self._stream_on(offset + size)
-                else:
-                    self._jump(offset, size)
+                try:
+                    self._fetch(offset, size)
+                except NotFound:  # a reader of a removed file: an error, never ENOENT
+                    raise StorageError(f"{self._stored.location} was removed while open") \
+                        from None
                 data = self._slice(offset, size)
             if data is None:
                 raise self._shorter()
             return data
+
+    def _fetch(self, offset: int, size: int) -> None:
+        # The kernel has several reads of a file in flight: one a little ahead
+        # of the stream is still sequential.
+        ahead = KEPT_SEGMENTS * READ_WINDOW
+        if self._segments and self._segments[0][0] <= offset <= self._end() + ahead:
+            self._stream_on(offset + size)
+        else:
+            self._jump(offset, size)
 
     def _end(self) -> int:
         start, chunk = self._segments[-1]

@@ -90,6 +90,10 @@ class Storage(abc.ABC):
         metadata, in one request. NotFound if the file is gone or is no longer the
         content that was listed."""
 
+    def capacity(self) -> tuple[int, int] | None:
+        """Bytes in all and free, where the store has a size (a filesystem); else None."""
+        return None
+
     def url(self, stored: StoredFile, expires_in: int) -> str | None:
         """A URL that serves the file for ``expires_in`` seconds, if the store has such."""
         return None

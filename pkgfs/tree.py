@@ -7,9 +7,6 @@ pkgfs errors. Nothing here knows FUSE.
 import errno
 import logging
 import os
-import secrets
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from dataclasses import dataclass
 from .catalog import Catalog
 from .errors import (
     AlreadyExists,
+    ChangeInPlace,
     CrossDevice,
     Generated,
     InvalidName,
@@ -28,7 +26,7 @@ from .errors import (
 from .index import GeneratedFile, SimpleIndex
 from .metadata import package_metadata
 from .names import NotADistribution, is_project_name, normalize, parse_filename
-from .process import is_pkgfs_daemon
+from .staging import StagedFile, StagingArea
 from .storage import StoredFile
 
 log = logging.getLogger(__name__)
@@ -51,67 +49,6 @@ def _generated(parts: list[str]) -> Generated:
                      "turn it off with pkgfs.index = false")
 
 
-class StagedFile:
-    """A file being written: on local disk until it is stored whole."""
-
-    def __init__(self, project: str, name: str, path: str):
-        self.project = project  # the folder it was created in: a project, or ROOT
-        self.name = name
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.opens = 0
-        self.dirty = False
-        self.broken = False  # a write failed (disk full): what is staged is not the file
-        self.mtime = time.time()
-
-    @property
-    def is_temporary(self) -> bool:
-        return is_temporary_name(self.name)
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def write(self, data: bytes, offset: int) -> int:
-        self.dirty = True
-        self.mtime = time.time()
-        try:
-            written = os.pwrite(self.fd, data, offset)
-        except OSError:
-            self.broken = True
-            raise
-        if written < len(data):
-            self.broken = True
-            raise OSError(errno.ENOSPC, "short write to the staging disk")
-        return written
-
-    def truncate(self, length: int) -> None:
-        self.dirty = True
-        try:
-            os.ftruncate(self.fd, length)
-        except OSError:
-            self.broken = True
-            raise
-
-    def read(self, offset: int, size: int) -> bytes:
-        return os.pread(self.fd, size, offset)
-
-    def discard(self) -> None:
-        os.close(self.fd)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-
-def _remove_dead_staging(staging_dir: str) -> None:
-    """Drop what the staging folders of killed daemons hold: their copies failed anyway."""
-    for entry in os.scandir(staging_dir):
-        owner = entry.name.split("-")[1] if entry.name.startswith("mount-") else ""
-        if owner.isdigit() and not is_pkgfs_daemon(int(owner)):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            log.info("removed %s, left by a pkgfs daemon that died", entry.path)
-
-
 class PackageTree:
     """The mount's tree: the catalog's files, plus files being written and new projects."""
 
@@ -121,9 +58,7 @@ class PackageTree:
         self.index = index
         self.read_only = read_only
         self.allow_overwrite = allow_overwrite
-        os.makedirs(staging_dir, mode=0o700, exist_ok=True)
-        _remove_dead_staging(staging_dir)
-        self._staging = tempfile.mkdtemp(prefix=f"mount-{os.getpid()}-", dir=staging_dir)
+        self._staging = StagingArea(staging_dir)
         self._staged: dict[tuple[str, str], StagedFile] = {}
         self._new_projects: set[str] = set()
         self._lock = threading.RLock()
@@ -135,7 +70,7 @@ class PackageTree:
             for staged in self._staged.values():
                 staged.discard()
             self._staged.clear()
-        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging.close()
 
     # --- Looking ---------------------------------------------------------
 
@@ -211,10 +146,17 @@ class PackageTree:
         with self._lock:
             if self._key(parts) in self._staged:
                 raise AlreadyExists(f"{name} is being written already")
-            staged = StagedFile(folder, name, os.path.join(self._staging, secrets.token_hex(8)))
+            staged = self._staging.new_file(folder, name)
             self._staged[self._key(parts)] = staged
             staged.opens += 1
         return staged
+
+    def replace(self, parts: list[str], *, truncating: bool) -> StagedFile:
+        """A stored file opened for writing: a new file that replaces it whole at close."""
+        if not truncating:
+            raise ChangeInPlace(f"{'/'.join(parts)} is stored: it can be replaced whole "
+                                "(cp, >), never appended to (>>) or changed in place")
+        return self.create(parts)
 
     def reopen(self, staged: StagedFile) -> StagedFile:
         with self._lock:
@@ -223,7 +165,7 @@ class PackageTree:
 
     def commit(self, staged: StagedFile) -> None:
         """Store what was written (at flush, so that ``close()`` reports a failure)."""
-        if not staged.dirty or staged.is_temporary:
+        if not staged.dirty or is_temporary_name(staged.name):
             return
         self._store(staged, staged.project, staged.name)
 
@@ -246,7 +188,7 @@ class PackageTree:
         with self._lock:
             staged.opens -= 1
             still_listed = self._staged.get(self._key_of(staged)) is staged
-            waits_for_rename = staged.is_temporary and still_listed
+            waits_for_rename = is_temporary_name(staged.name) and still_listed
             if staged.opens > 0 or waits_for_rename:
                 return
             self._forget(staged)

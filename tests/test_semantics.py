@@ -1,0 +1,116 @@
+"""What each operation promises (README, "Semantics"), through real mounts and real tools."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stores import _ascii, wheel
+
+WHEEL = "my_pkg-1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize("allow_overwrite", ["false", "true"])
+def test_appending_to_a_stored_file_is_refused_and_leaves_it_intact(store_and_config, mounts,
+                                                                    allow_overwrite):
+    store, config = store_and_config
+    data = wheel("my-pkg", "1.0")
+    store.add(WHEEL, data)
+    mountpoint = mounts.mount(config(**{"pypi.allow_overwrite": allow_overwrite}))
+    target = mountpoint / "my-pkg" / WHEEL
+
+    appended = subprocess.run(["sh", "-c", f"echo more >> {target}"], capture_output=True,
+                              text=True)
+    assert appended.returncode != 0
+    assert "Operation not permitted" in appended.stderr
+    with pytest.raises(PermissionError):
+        os.open(target, os.O_RDWR)  # changed in place: refused too
+    assert store.stored(WHEEL)[0] == data
+    assert target.read_bytes() == data
+    assert "never appended to" in mounts.logs()
+
+
+def test_rm_of_a_file_held_open_removes_it_and_the_reader_never_gets_other_bytes(
+        store_and_config, mounts):
+    store, config = store_and_config
+    data = os.urandom(3 << 20)
+    store.add("held-1.0.tar.gz", data)
+    mountpoint = mounts.mount(config())
+    path = mountpoint / "held" / "held-1.0.tar.gz"
+    with open(path, "rb") as reader:
+        first = reader.read(1 << 20)
+        removed = subprocess.run(["rm", path], capture_output=True, text=True)
+        assert removed.returncode == 0, removed.stderr
+        try:
+            rest = reader.read()
+        except OSError as error:
+            assert error.errno == 5  # EIO: gone, and said so
+        else:
+            assert first + rest == data  # what was opened, whole
+    assert store.stored("held-1.0.tar.gz") is None
+    assert not path.exists()
+    assert [name for name in os.listdir(mountpoint / "held") if name.startswith(".fuse")] == []
+
+
+def test_df_shows_room_to_copy(store_and_config, mounts):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    space = os.statvfs(mountpoint)
+    assert space.f_blocks > 0 and space.f_bavail * space.f_frsize > 1 << 30
+    listed = subprocess.run(["df", "--output=avail", mountpoint], capture_output=True, text=True)
+    assert int(listed.stdout.split()[-1]) > 0
+
+
+def test_any_summary_publishes(store_and_config, mounts, tmp_path):
+    """pypinyin's summary, and one in Latin-1 letters: stored as pypicloud stores them."""
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    for name, summary in (("pypinyin", "汉字拼音转换模块/工具."), ("cafe", "Café crème, à la carte")):
+        source = tmp_path / f"{name}-1.0-py3-none-any.whl"
+        source.write_bytes(wheel(name, "1.0", summary=summary, requires_python=">=3.7"))
+        copied = subprocess.run(["cp", source, mountpoint], capture_output=True, text=True)
+        assert copied.returncode == 0, copied.stderr
+        _, metadata = store.stored(source.name)
+        if hasattr(store, "directory"):
+            assert metadata["summary"] == summary  # the .meta keeps the text
+            assert metadata["requires_python"] == ">=3.7"
+        else:
+            assert metadata["summary"] == _ascii(summary).strip()  # S3 folds it, as pypicloud
+            assert metadata["requires-python"] == ">=3.7"
+    assert "Traceback" not in mounts.logs()
+
+
+def test_a_live_daemon_keeps_its_staging_folder_whatever_its_command_line(file_store, mounts,
+                                                                          tmp_path):
+    """A daemon run as systemd runs it (the installed script, in the foreground) is alive
+    to a second mount sharing its cache_dir: its copies keep working."""
+    os.makedirs(file_store.directory)
+    config = tmp_path / "first.conf"
+    config.write_text(f"[pkgfs]\nstorage.dir = {file_store.directory}\n")
+    first = tmp_path / "first"
+    first.mkdir()
+    script = shutil.which("pkgfs", path=os.path.dirname(sys.executable))
+    daemon = subprocess.Popen([script, "mount", "-f", str(first), "-c", str(config)],
+                              env={**os.environ, **mounts.env}, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if os.path.ismount(first):
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(first)
+        mounts.mount(f"[pkgfs]\nstorage.dir = {file_store.directory}\n", name="second")
+        (tmp_path / "late-1.0.tar.gz").write_bytes(b"copied after the second mount")
+        copied = subprocess.run(["cp", tmp_path / "late-1.0.tar.gz", first], capture_output=True,
+                                text=True)
+        assert copied.returncode == 0, copied.stderr
+        assert file_store.stored("late-1.0.tar.gz")[0] == b"copied after the second mount"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(first)], capture_output=True)
+        daemon.wait(timeout=10)
+    staging = Path(mounts.env["XDG_CACHE_HOME"]) / "pkgfs" / "staging"
+    assert len(list(staging.glob("mount-*"))) == 1  # the second mount's; the first's is gone
