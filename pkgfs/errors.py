@@ -65,5 +65,9 @@ class ChangeInPlace(PkgfsError):
     """A stored file opened to be changed rather than replaced whole (``>>``, O_RDWR)."""
 
 
+class Busy(PkgfsError):
+    """A file being written, opened to be written by someone else too."""
+
+
 class CrossDevice(PkgfsError):
     """A rename that cannot be done in place; ``mv`` then copies and deletes instead."""

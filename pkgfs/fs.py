@@ -20,6 +20,7 @@ from fuse import FuseOSError, Operations
 from .errors import (
     AccessDenied,
     AlreadyExists,
+    Busy,
     ChangeInPlace,
     CrossDevice,
     Generated,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
           (AlreadyExists, errno.EEXIST), (InvalidName, errno.EINVAL),
           (NotEmpty, errno.ENOTEMPTY), (ReadOnly, errno.EROFS), (CrossDevice, errno.EXDEV),
-          (Generated, errno.EPERM), (ChangeInPlace, errno.EPERM),
+          (Generated, errno.EPERM), (ChangeInPlace, errno.EPERM), (Busy, errno.EBUSY),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
 # Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
 _QUIET = (errno.ENOENT,)
@@ -49,6 +50,9 @@ class PackageFS(Operations):
     """``/<project>/<filename>`` of a PackageTree."""
 
     use_ns = True
+    # Reads, writes and closes of a file removed while open come with no path
+    # (hard_remove): they go by handle, as they do anyway.
+    flag_nullpath_ok = True
 
     def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
         self.tree = tree
@@ -56,6 +60,7 @@ class PackageFS(Operations):
         self._kernel = KernelCache()
         tree.catalog.on_change(self._kernel.forget_projects)
         self._open: dict[int, Reader | StagedFile] = {}
+        self._writers: dict[int, int] = {}  # handle that writes a new file -> its process
         # What each file was at its last open: while it is the same, the kernel
         # keeps its pages from one open to the next.
         self._opened_as: LRUCache = LRUCache(maxsize=100_000)
@@ -92,7 +97,11 @@ class PackageFS(Operations):
 
     def getattr(self, path, fi=None):
         opened = self._open.get(fi.fh) if fi else None  # fi: libfuse's file info, or none
-        if isinstance(opened, BytesReader):
+        if path is None and not isinstance(opened, (BytesReader, StagedFile)):
+            raise FuseOSError(errno.ENOENT)  # a stored file removed while open
+        if isinstance(opened, StagedFile):
+            node = opened
+        elif isinstance(opened, BytesReader):
             # fstat of an open page: the size of what it reads, though the page moved on.
             node = opened.generated
         else:
@@ -127,11 +136,14 @@ class PackageFS(Operations):
 
     def open(self, path, fi):
         node = self.tree.node(_split(path))
-        if isinstance(node, StagedFile):
-            fi.fh = self._handle(self.tree.reopen(node))
-        elif fi.flags & os.O_ACCMODE != os.O_RDONLY:
+        writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        if isinstance(node, StagedFile) and writing:
+            fi.fh = self._writing(self.tree.reopen(node, writing=True))
+        elif isinstance(node, StagedFile):
+            fi.fh = self._handle(StagedReader(self.tree.reopen(node, writing=False)))
+        elif writing:
             truncating = bool(fi.flags & os.O_TRUNC) and not fi.flags & os.O_APPEND
-            fi.fh = self._handle(self.tree.replace(_split(path), truncating=truncating))
+            fi.fh = self._writing(self.tree.replace(_split(path), truncating=truncating))
         elif isinstance(node, GeneratedFile):
             fi.fh = self._handle(BytesReader(self._kernel.opened_page(path, node)))
             # Reads get what was opened, whatever size the kernel has kept for the name.
@@ -143,7 +155,7 @@ class PackageFS(Operations):
                 self._opened_as[path] = node
 
     def create(self, path, mode, fi):
-        fi.fh = self._handle(self.tree.create(_split(path)))
+        fi.fh = self._writing(self.tree.create(_split(path)))
 
     def read(self, path, size, offset, fi):
         return self._open[fi.fh].read(offset, size)
@@ -160,24 +172,45 @@ class PackageFS(Operations):
         node.truncate(length)
 
     def flush(self, path, fi):
+        """A close of one of the descriptors of a handle. The writer's own close stores the
+        file, whole; the closes of processes that inherited the descriptor (``(cat a; cat b)
+        > f``) do not, nor do those of readers."""
         opened = self._open[fi.fh]
-        if isinstance(opened, StagedFile):
+        if isinstance(opened, StagedFile) and _process_of(fuse.fuse_get_context()[2]) == \
+                self._writers.get(fi.fh):
+            self.tree.writer_closed(opened)  # stored now or never: a failure is told now
             self.tree.commit(opened)
             # The pages a copy changed are new to whoever reads them next.
             self._kernel.wait_until_told()
 
     def fsync(self, path, datasync, fi):
-        return self.flush(path, fi)
+        opened = self._open[fi.fh]
+        if isinstance(opened, StagedFile):
+            self.tree.commit(opened)
 
     def release(self, path, fi):
         with self._lock:
             opened = self._open.pop(fi.fh)
+            writer = self._writers.pop(fi.fh, None)
         if isinstance(opened, StagedFile):
+            if writer is not None and opened.writing:
+                self._store_at_release(opened)
             self.tree.release(opened)
+        elif isinstance(opened, StagedReader):
+            self.tree.release(opened.staged)
         else:
             if isinstance(opened, BytesReader):
                 self._kernel.closed_page(path)
             opened.close()
+
+    def _store_at_release(self, staged: StagedFile) -> None:
+        """The writer's process never closed it (it exited, or handed the descriptor on):
+        stored now, and a failure can only be logged."""
+        self.tree.writer_closed(staged)
+        try:
+            self.tree.commit(staged)
+        except PkgfsError as error:
+            log.warning("storing %s at its last close failed: %s", staged.name, error)
 
     def unlink(self, path):
         self.tree.delete(_split(path))
@@ -204,6 +237,13 @@ class PackageFS(Operations):
     def utimens(self, path, times=None):
         self.tree.node(_split(path))
 
+    def _writing(self, staged: StagedFile) -> int:
+        """A handle that writes a new file; the process that opened it is its writer."""
+        handle = self._handle(staged)
+        with self._lock:
+            self._writers[handle] = _process_of(fuse.fuse_get_context()[2])
+        return handle
+
     def _handle(self, opened: Reader | StagedFile) -> int:
         with self._lock:
             handle = next(self._handles)
@@ -215,6 +255,31 @@ class PackageFS(Operations):
         if not isinstance(opened, StagedFile):
             raise FuseOSError(errno.EBADF)
         return opened
+
+
+class StagedReader(Reader):
+    """A reader of a file being written: what is staged so far, never stored by it."""
+
+    def __init__(self, staged: StagedFile):
+        self.staged = staged
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.staged.read(offset, size)
+
+    def close(self) -> None:
+        pass
+
+
+def _process_of(thread_id: int) -> int:
+    """The process a thread belongs to: FUSE names the thread that made a request."""
+    try:
+        with open(f"/proc/{thread_id}/status") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass  # gone already
+    return thread_id
 
 
 class KernelCache:

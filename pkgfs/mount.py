@@ -112,6 +112,9 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
         # rm of a file someone holds open removes it (readers keep what they opened, or
         # get EIO), instead of libfuse renaming it to .fuse_hidden*.
         "hard_remove": True,
+        # Opens with O_TRUNC come to the daemon as such (not as an open and a truncate):
+        # a stored file is replaced only by an open that truncates it.
+        "atomic_o_trunc": True,
     }
     for option in options.fuse_options:
         key, has_value, value = option.partition("=")

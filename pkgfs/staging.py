@@ -9,6 +9,8 @@ import shutil
 import tempfile
 import time
 
+from .errors import ChangeInPlace
+
 log = logging.getLogger(__name__)
 
 # A folder without a lock older than this was left by a pkgfs before locks.
@@ -24,7 +26,9 @@ class StagedFile:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.opens = 0
+        self.writing = True  # its creator's handle is open
         self.dirty = False
+        self.published = False  # stored: further writes would change it in place
         self.broken = False  # a write failed (disk full): what is staged is not the file
         self.mtime = time.time()
 
@@ -32,6 +36,9 @@ class StagedFile:
         return os.fstat(self.fd).st_size
 
     def write(self, data: bytes, offset: int) -> int:
+        if self.published:
+            raise ChangeInPlace(f"{self.name} was stored when its writer closed it: "
+                                "copy it again whole")
         self.dirty = True
         self.mtime = time.time()
         try:

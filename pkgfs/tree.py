@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .catalog import Catalog
 from .errors import (
     AlreadyExists,
+    Busy,
     ChangeInPlace,
     CrossDevice,
     Generated,
@@ -158,16 +159,25 @@ class PackageTree:
                                 "(cp, >), never appended to (>>) or changed in place")
         return self.create(parts)
 
-    def reopen(self, staged: StagedFile) -> StagedFile:
+    def reopen(self, staged: StagedFile, *, writing: bool) -> StagedFile:
+        """Another open of a file being written: to read what is staged, never to write."""
         with self._lock:
+            if writing and staged.writing:
+                raise Busy(f"{staged.name} is being written: one writer at a time")
             staged.opens += 1
+            staged.writing = staged.writing or writing
         return staged
 
     def commit(self, staged: StagedFile) -> None:
-        """Store what was written (at flush, so that ``close()`` reports a failure)."""
+        """Store what was written, whole: at its writer's close, so that ``close()`` reports
+        a failure."""
         if not staged.dirty or is_temporary_name(staged.name):
             return
         self._store(staged, staged.project, staged.name)
+
+    def writer_closed(self, staged: StagedFile) -> None:
+        with self._lock:
+            staged.writing = False
 
     def _store(self, staged: StagedFile, folder: str, filename: str) -> None:
         """Store a staged file as ``filename``; copied to the root, it goes to its project."""
@@ -177,7 +187,7 @@ class PackageTree:
                                 "nothing was stored")
         metadata = package_metadata(staged.path, filename)
         stored = self.catalog.storage.store(project, filename, staged.path, metadata)
-        staged.dirty = False
+        staged.dirty, staged.published = False, True
         if self.index:  # before the catalog shows it, so no page asks the store
             self.index.copied_in(stored, staged.path, metadata)
         self.catalog.added(stored)

@@ -81,6 +81,12 @@ def file_config(store: FileStore, **options) -> str:
     return "[pkgfs]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items())
 
 
+def staged_files(staging: Path) -> list[Path]:
+    """What the mounts' staging folders hold besides the lock that marks each one alive."""
+    return [path for folder in staging.iterdir() for path in folder.iterdir()
+            if path.name != ".lock"]
+
+
 def pkgfs(*arguments, env=None, timeout=120) -> subprocess.CompletedProcess:
     """Run the pkgfs command as a user would, with no standard input."""
     return subprocess.run([sys.executable, "-m", "pkgfs", *arguments], capture_output=True,

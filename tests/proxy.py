@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that a test can cut, to take an S3 endpoint down and back up."""
 
+import re
 import socket
 import threading
 import time
@@ -27,6 +28,7 @@ class CuttableProxy:
         self._cut_after: int | None = None
         self._forwarded = 0
         self._closed = False
+        self.drop_range = False  # strip Range headers: an endpoint that ignores them
         self._in_flight = 0
         self.peak_in_flight = 0  # the most requests that waited for an answer at once
         threading.Thread(target=self._accept, daemon=True).start()
@@ -99,6 +101,8 @@ class CuttableProxy:
                     return
                 if upstream and turn["request"]:
                     self._count_in_flight(+1)
+                    if self.drop_range:
+                        data = re.sub(rb"(?im)^range:[^\r\n]*\r\n", b"", data)
                     if self.latency:
                         time.sleep(self.latency)
                 elif not upstream and not turn["request"]:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from harness import staged_files
 from conftest import file_config, pkgfs, s3_config
 from proxy import CuttableProxy
 from stores import wheel
@@ -173,7 +174,7 @@ def test_a_daemon_killed_in_the_middle_of_a_copy(backend, request, moto_server, 
     assert "clearing a stale mount" in remounted.stderr
     assert f"removed {tmp_path / 'cache' / 'staging'}/mount-{pid}-" in remounted.stderr
     staging = tmp_path / "cache" / "staging"
-    assert [list(folder.iterdir()) for folder in staging.iterdir()] == [[]]
+    assert len(list(staging.iterdir())) == 1 and staged_files(staging) == []
     assert run("cp", tmp_path / "mnt.conf", mountpoint).returncode != 0  # not a distribution
     (tmp_path / WHEEL).write_bytes(data)
     assert run("cp", tmp_path / WHEEL, mountpoint).returncode == 0
@@ -202,8 +203,29 @@ def test_a_full_staging_disk_fails_the_copy_and_stores_nothing(store_and_config,
     assert "No space left on device" in failed.stderr
     assert store.contents() == []
     assert os.listdir(mountpoint) == []
-    assert [list(folder.iterdir()) for folder in (small_disk / "staging").iterdir()] == [[]]
+    assert len(list((small_disk / "staging").iterdir())) == 1
+    assert staged_files(small_disk / "staging") == []
 
     (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
     assert run("cp", tmp_path / WHEEL, mountpoint).returncode == 0  # the mount still works
     assert os.listdir(mountpoint) == ["my-pkg"]
+
+
+def test_an_endpoint_that_ignores_range_never_serves_bytes_from_elsewhere(s3_store, proxy,
+                                                                          moto_server, mounts):
+    data = os.urandom(8 << 20)  # past what a first read fetches whole
+    s3_store.add("ranged-1.0.tar.gz", data)
+    mountpoint = mounts.mount(s3_config(moto_server, **{"aws.endpoint_url": proxy.endpoint}))
+    path = mountpoint / "ranged" / "ranged-1.0.tar.gz"
+    os.listdir(mountpoint / "ranged")
+    proxy.drop_range = True
+    with open(path, "rb") as reader:
+        reader.seek(5 << 20)
+        with pytest.raises(OSError) as raised:
+            reader.read(4096)
+    assert raised.value.errno == errno.EIO
+    assert "must support Range" in mounts.logs()
+    proxy.drop_range = False
+    with open(path, "rb") as reader:
+        reader.seek(5 << 20)
+        assert reader.read(4096) == data[5 << 20:(5 << 20) + 4096]

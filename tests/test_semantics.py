@@ -39,6 +39,7 @@ def test_rm_of_a_file_held_open_removes_it_and_the_reader_never_gets_other_bytes
     store, config = store_and_config
     data = os.urandom(3 << 20)
     store.add("held-1.0.tar.gz", data)
+    store.add("held-2.0.tar.gz", b"stays")
     mountpoint = mounts.mount(config())
     path = mountpoint / "held" / "held-1.0.tar.gz"
     with open(path, "rb") as reader:
@@ -53,7 +54,7 @@ def test_rm_of_a_file_held_open_removes_it_and_the_reader_never_gets_other_bytes
             assert first + rest == data  # what was opened, whole
     assert store.stored("held-1.0.tar.gz") is None
     assert not path.exists()
-    assert [name for name in os.listdir(mountpoint / "held") if name.startswith(".fuse")] == []
+    assert os.listdir(mountpoint / "held") == ["held-2.0.tar.gz"]  # no .fuse_hidden file
 
 
 def test_df_shows_room_to_copy(store_and_config, mounts):
@@ -114,3 +115,53 @@ def test_a_live_daemon_keeps_its_staging_folder_whatever_its_command_line(file_s
         daemon.wait(timeout=10)
     staging = Path(mounts.env["XDG_CACHE_HOME"]) / "pkgfs" / "staging"
     assert len(list(staging.glob("mount-*"))) == 1  # the second mount's; the first's is gone
+
+
+def test_a_file_written_by_a_subshell_is_stored_once_whole(store_and_config, mounts, tmp_path):
+    """``(cat a; cat b) > f``: each cat's exit closes an inherited descriptor; only the
+    shell that opened the file stores it, at its own close."""
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    (tmp_path / "a").write_bytes(b"first half " * 10_000)
+    (tmp_path / "b").write_bytes(b"second half " * 10_000)
+    target = mountpoint / "joined-1.0.tar.gz"
+    written = subprocess.run(["sh", "-c", f"(cat {tmp_path / 'a'}; sleep 0.2; "
+                                          f"cat {tmp_path / 'b'}) > {target}"],
+                             capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    expected = (tmp_path / "a").read_bytes() + (tmp_path / "b").read_bytes()
+    assert store.stored("joined-1.0.tar.gz")[0] == expected
+    assert mounts.logs().count("stored joined/joined-1.0.tar.gz") == 1
+
+
+def test_readers_of_a_file_being_written_never_store_it_and_writers_wait(store_and_config,
+                                                                         mounts):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    target = mountpoint / "growing-1.0.tar.gz"
+    with open(target, "wb") as writer:
+        writer.write(b"x" * 100_000)
+        writer.flush()
+        peek = subprocess.run(["head", "-c", "10", target], capture_output=True)
+        assert peek.returncode == 0 and peek.stdout == b"x" * 10  # what is staged so far
+        assert store.stored("growing-1.0.tar.gz") is None  # the reader's close stored nothing
+        second = subprocess.run(["sh", "-c", f"echo other > {target}"], capture_output=True,
+                                text=True)
+        assert second.returncode != 0 and "busy" in second.stderr.lower()
+        writer.write(b"y" * 100_000)
+    assert store.stored("growing-1.0.tar.gz")[0] == b"x" * 100_000 + b"y" * 100_000
+
+
+def test_fsync_stores_and_later_writes_are_refused(store_and_config, mounts):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config(**{"pypi.allow_overwrite": "true"}))
+    descriptor = os.open(mountpoint / "synced-1.0.tar.gz", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(descriptor, b"whole")
+        os.fsync(descriptor)
+        assert store.stored("synced-1.0.tar.gz")[0] == b"whole"
+        with pytest.raises(PermissionError):
+            os.write(descriptor, b" and more")
+    finally:
+        os.close(descriptor)
+    assert store.stored("synced-1.0.tar.gz")[0] == b"whole"

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from harness import staged_files
 from conftest import s3_config
 from proxy import CuttableProxy
 from stores import wheel
@@ -27,10 +28,6 @@ def s3_via_proxy(s3_store, moto_server, proxy, mounts, tmp_path):
         "pkgfs.cache_dir": tmp_path / "cache"}))
     staging = tmp_path / "cache" / "staging"
     return mountpoint, staging
-
-
-def staged_files(staging):
-    return [path for folder in staging.iterdir() for path in folder.iterdir()]
 
 
 def test_endpoint_down_in_the_middle_of_a_copy(s3_store, proxy, s3_via_proxy, tmp_path):
