@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .errors import Changed, NotFound, StorageError
+from .errors import AlreadyExists, Changed, NotFound, StorageError
 from .names import parse_filename
 from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
@@ -55,27 +55,44 @@ class FileStorage(Storage):
             raise StorageError(f"cannot open {stored.location}: {error.strerror}") from None
         return FileReader(fd)
 
-    def store(self, project: str, filename: str, source: str,
-              metadata: dict[str, str]) -> StoredFile:
+    def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
+              replace: bool) -> StoredFile:
         folder = os.path.join(self.directory, project, parse_filename(filename).version)
         target = os.path.join(folder, filename)
-        # As pypicloud: each file is written under a hidden name, then renamed
-        # into place, so that no reader sees half of it.
+        # As pypicloud: each file is written under a hidden name, then put in
+        # place whole. Without replace, the package is put in place by link(),
+        # which fails if the name is taken, so of two writers one wins, and its
+        # .meta follows; a reader before that finds no .meta and hashes it.
         meta_temporary = _temporary(folder, ".metadata.")
         package_temporary = _temporary(folder, f".{filename}.")
         try:
             os.makedirs(folder, exist_ok=True)
             _write_json(meta_temporary, metadata)
             shutil.copyfile(source, package_temporary)
-            os.rename(meta_temporary, target + ".meta")
-            os.rename(package_temporary, target)
+            if replace:
+                os.rename(meta_temporary, target + ".meta")
+                os.rename(package_temporary, target)
+            else:
+                os.link(package_temporary, target)
+                os.rename(meta_temporary, target + ".meta")
             stat = os.stat(target)
+        except FileExistsError:
+            raise AlreadyExists(f"{project}/{filename} is stored already") from None
         except OSError as error:
-            for temporary in (meta_temporary, package_temporary):
-                Path(temporary).unlink(missing_ok=True)
+            _remove(meta_temporary, package_temporary)
             self._remove_empty_folders(folder)
             raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
+        finally:
+            _remove(meta_temporary, package_temporary)
         return StoredFile(project, filename, stat.st_size, stat.st_mtime, target)
+
+    def find(self, project: str, filename: str) -> StoredFile | None:
+        path = os.path.join(self.directory, project, parse_filename(filename).version, filename)
+        try:
+            stat = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return StoredFile(project, filename, stat.st_size, stat.st_mtime, path)
 
     def delete(self, stored: StoredFile) -> None:
         try:
@@ -128,6 +145,11 @@ class FileReader(Reader):
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def _temporary(folder: str, prefix: str) -> str:

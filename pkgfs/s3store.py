@@ -3,6 +3,7 @@
 import collections
 import hashlib
 import logging
+import os
 import queue
 import re
 import threading
@@ -21,7 +22,14 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from .errors import AccessDenied, Changed, NotFound, StorageError, StorageUnavailable
+from .errors import (
+    AccessDenied,
+    AlreadyExists,
+    Changed,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
 from .names import parse_filename
 from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
@@ -45,6 +53,12 @@ _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 
 _ACCESS_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                  "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+# A conditional write (If-None-Match: *) that found the key taken, or raced another.
+_TAKEN_CODES = ("(PreconditionFailed)", "(ConditionalRequestConflict)", "(412)", "(409)")
+
+
+class _Taken(StorageError):
+    """A conditional upload found its key taken."""
 
 
 class S3Storage(Storage):
@@ -58,6 +72,8 @@ class S3Storage(Storage):
         self.region = region
         self.endpoint = endpoint_url or "AWS S3"
         self._failed_uploads: dict[str, float] = {}  # key -> when its upload failed
+        self._only_new: set[str] = set()  # keys being stored that must not exist yet
+        self._lock = threading.Lock()
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
         self.client = session.client("s3", endpoint_url=endpoint_url, config=BotoConfig(
@@ -68,6 +84,9 @@ class S3Storage(Storage):
             # S3-compatible stores (MinIO, Ceph, moto) rarely resolve bucket subdomains.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         ))
+        for operation in ("PutObject", "CompleteMultipartUpload"):
+            self.client.meta.events.register(f"before-parameter-build.s3.{operation}",
+                                             self._only_if_new)
 
     def check(self) -> None:
         try:
@@ -115,26 +134,67 @@ class S3Storage(Storage):
         hashed = hashlib.md5(filename.encode()).hexdigest()[:4] + "/" if self.prepend_hash else ""
         return f"{self.prefix}{hashed}{project}/{filename}"
 
-    def store(self, project: str, filename: str, source: str,
-              metadata: dict[str, str]) -> StoredFile:
+    def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
+              replace: bool) -> StoredFile:
         key = self.key(project, filename)
         s3_metadata = _s3_metadata(metadata)
         s3_metadata.update(name=project, version=parse_filename(filename).version)
         self._abort_failed_uploads()
         # The transfer manager uploads in parts above the threshold: S3 shows
-        # the object only once the whole of it is there.
+        # the object only once the whole of it is there. Without replace, the
+        # PUT (or the multipart upload's completion) is conditional.
+        with self._lock:
+            if not replace:
+                self._only_new.add(key)
         try:
             self._call(self.client.upload_file, source, self.bucket, key,
                        ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
+        except _Taken:
+            raise AlreadyExists(f"{project}/{filename} is stored already") from None
         except StorageError:
             # The transfer manager aborts the multipart upload of a failed
             # transfer, but not while the endpoint is down: try again later.
             self._failed_uploads[key] = time.time()
             raise
-        # One HEAD for the ETag and time S3 gave it, so reads of it can be pinned.
-        head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        finally:
+            with self._lock:
+                self._only_new.discard(key)
+        return self._stored_as(project, filename, key, os.path.getsize(source),
+                               metadata["hash_sha256"])
+
+    def _stored_as(self, project: str, filename: str, key: str, size: int,
+                   sha256: str) -> StoredFile:
+        """What was just stored, with the ETag and time S3 gave it, so that reads of it are
+        pinned to it and what this mount worked out of it is keyed to those bytes."""
+        try:
+            head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        except NotFound:
+            raise Changed(f"{key} was removed by another writer as soon as it was stored") \
+                from None
+        except StorageError as error:
+            # Stored all the same: the next listing gives its ETag.
+            log.warning("%s is stored, but asking for its ETag failed: %s", key, error)
+            return StoredFile(project, filename, size, time.time(), key)
+        if _from_s3_metadata(head.get("Metadata", {})).get("hash_sha256") != sha256:
+            raise Changed(f"{key} was replaced by another writer as soon as it was stored")
         return StoredFile(project, filename, head["ContentLength"],
                           head["LastModified"].timestamp(), key, head["ETag"])
+
+    def find(self, project: str, filename: str) -> StoredFile | None:
+        key = self.key(project, filename)
+        try:
+            head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        except NotFound:
+            return None
+        return StoredFile(project, filename, head["ContentLength"],
+                          head["LastModified"].timestamp(), key, head["ETag"])
+
+    def _only_if_new(self, params: dict, **_) -> None:
+        """botocore's hook before a PUT or a multipart completion: If-None-Match for the keys
+        stored without replace (the transfer manager passes no such argument itself)."""
+        with self._lock:
+            if params.get("Key") in self._only_new:
+                params["IfNoneMatch"] = "*"
 
     def _abort_failed_uploads(self) -> None:
         """Abort multipart uploads our failed transfers left open, once S3 answers again."""
@@ -199,6 +259,8 @@ class S3Storage(Storage):
         except ClientError as error:
             raise self._client_error(error) from None
         except S3UploadFailedError as error:
+            if any(code in str(error) for code in _TAKEN_CODES):
+                raise _Taken() from None
             raise StorageError(f"upload to bucket {self.bucket} failed: "
                                f"{str(error).splitlines()[0]}") from None
         except NoCredentialsError:

@@ -68,13 +68,20 @@ class Storage(abc.ABC):
         """A reader of the exact stored bytes; NotFound if the file is gone."""
 
     @abc.abstractmethod
-    def store(self, project: str, filename: str, source: str,
-              metadata: dict[str, str]) -> StoredFile:
-        """Store the file at ``source`` with its metadata, replacing one of the same name.
+    def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
+              replace: bool) -> StoredFile:
+        """Store the file at ``source`` with its metadata; the StoredFile of those bytes.
 
         Atomic: until it returns, nobody sees the new file; if it raises,
-        nothing of it is left in the store.
+        nothing of it is left in the store. Without ``replace``, AlreadyExists
+        if the name is taken, whoever took it and whenever: of two writers
+        of one name, one wins. Changed if the file was stored and at once
+        replaced by another writer: stored, but not as these bytes.
         """
+
+    @abc.abstractmethod
+    def find(self, project: str, filename: str) -> StoredFile | None:
+        """The file stored under a name now, asked of the store itself (not a listing)."""
 
     @abc.abstractmethod
     def delete(self, stored: StoredFile) -> None:

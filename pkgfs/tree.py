@@ -15,6 +15,7 @@ from .catalog import Catalog
 from .errors import (
     AlreadyExists,
     Busy,
+    Changed,
     ChangeInPlace,
     CrossDevice,
     Generated,
@@ -186,12 +187,35 @@ class PackageTree:
             raise StagingFailed(f"{filename}: a write to the staging disk failed; "
                                 "nothing was stored")
         metadata = package_metadata(staged.path, filename)
-        stored = self.catalog.storage.store(project, filename, staged.path, metadata)
+        storage = self.catalog.storage
+        try:
+            stored = storage.store(project, filename, staged.path, metadata,
+                                   replace=self.allow_overwrite)
+            log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
+        except AlreadyExists:
+            stored = self._stored_with_the_same_bytes(project, filename, metadata)
+        except Changed as error:
+            staged.dirty, staged.published = False, True
+            log.warning("%s: the next listing shows what is there", error)
+            return
         staged.dirty, staged.published = False, True
         if self.index:  # before the catalog shows it, so no page asks the store
             self.index.copied_in(stored, staged.path, metadata)
         self.catalog.added(stored)
-        log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
+
+    def _stored_with_the_same_bytes(self, project: str, filename: str,
+                                    metadata: dict[str, str]) -> StoredFile:
+        """A name taken by the same bytes: publishing them again succeeds and changes
+        nothing, so copies and rsync can run again. Other bytes: File exists."""
+        storage = self.catalog.storage
+        existing = storage.find(project, filename)
+        if existing is not None and \
+                storage.read_metadata(existing).get("hash_sha256") == metadata["hash_sha256"]:
+            log.info("%s/%s is stored already with the same bytes: nothing to do",
+                     project, filename)
+            return existing
+        raise AlreadyExists(f"{project}/{filename} is stored already, with other bytes, and "
+                            "pypi.allow_overwrite is off")
 
     def release(self, staged: StagedFile) -> None:
         """The last close drops the staging copy, but a temporary's waits for its rename."""
@@ -287,9 +311,6 @@ class PackageTree:
             raise InvalidName(str(error)) from None
         if folder not in (ROOT, project):
             raise InvalidName(f"{name} belongs to project {project}, not {folder}")
-        if not self.allow_overwrite and self.catalog.file(project, name) is not None:
-            raise AlreadyExists(f"{project}/{name} is stored already and pypi.allow_overwrite "
-                                "is off")
         return folder, name
 
     @staticmethod

@@ -1,5 +1,6 @@
 """What each operation promises (README, "Semantics"), through real mounts and real tools."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -165,3 +166,69 @@ def test_fsync_stores_and_later_writes_are_refused(store_and_config, mounts):
     finally:
         os.close(descriptor)
     assert store.stored("synced-1.0.tar.gz")[0] == b"whole"
+
+
+def test_publishing_the_same_bytes_again_succeeds_and_other_bytes_fail(store_and_config, mounts,
+                                                                       tmp_path):
+    store, config = store_and_config
+    mountpoint = mounts.mount(config())
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for version in ("1.0", "2.0"):
+        (dist / f"my_pkg-{version}-py3-none-any.whl").write_bytes(wheel("my-pkg", version))
+    for run in (1, 2):  # the second run re-sends every file: each is the same bytes
+        synced = subprocess.run(["rsync", "-r", f"{dist}/", mountpoint], capture_output=True,
+                                text=True)
+        assert synced.returncode == 0, (run, synced.stderr)
+    again = subprocess.run(["cp", dist / WHEEL, mountpoint / "my-pkg"], capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr
+    (tmp_path / WHEEL).write_bytes(wheel("my-pkg", "1.0", padding=10))  # other bytes
+    other = subprocess.run(["cp", tmp_path / WHEEL, mountpoint], capture_output=True, text=True)
+    assert other.returncode != 0 and "File exists" in other.stderr
+    assert store.stored(WHEEL)[0] == (dist / WHEEL).read_bytes()
+
+
+def test_a_name_another_mount_took_is_refused_though_this_mount_has_not_listed_it(
+        store_and_config, mounts, tmp_path):
+    store, config = store_and_config
+    first = mounts.mount(config(), name="first")
+    second = mounts.mount(config(**{"pkgfs.cache_ttl": 3600}), name="second")
+    os.listdir(second)  # listed before the first mount's copy: it does not know of it
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "mine" / WHEEL).write_bytes(wheel("my-pkg", "1.0"))
+    (tmp_path / "theirs" / WHEEL).write_bytes(wheel("my-pkg", "1.0", padding=10))
+    subprocess.run(["cp", tmp_path / "mine" / WHEEL, first], check=True)
+    late = subprocess.run(["cp", tmp_path / "theirs" / WHEEL, second], capture_output=True,
+                          text=True)
+    assert late.returncode != 0 and "File exists" in late.stderr
+    data, metadata = store.stored(WHEEL)
+    assert data == (tmp_path / "mine" / WHEEL).read_bytes()
+    assert hashlib.sha256(data).hexdigest() in metadata.values()
+
+
+def test_of_two_mounts_copying_one_name_at_once_exactly_one_wins(file_store, mounts, tmp_path):
+    """20 rounds of two cp processes, one per mount of one file store, one name each round.
+    (S3's side of this is its conditional writes: tests/test_storage_contract.py.)"""
+    os.makedirs(file_store.directory)
+    config = f"[pkgfs]\nstorage.dir = {file_store.directory}\n"
+    mountpoints = [mounts.mount(config, name="a"), mounts.mount(config, name="b")]
+    for round_number in range(20):
+        name = f"race-1.{round_number}.tar.gz"
+        sources = []
+        for side in ("a", "b"):
+            folder = tmp_path / f"from-{side}"
+            folder.mkdir(exist_ok=True)
+            (folder / name).write_bytes(f"{side} {round_number} ".encode() * 50_000)
+            sources.append(folder / name)
+        copies = [subprocess.Popen(["cp", source, mountpoint], stderr=subprocess.PIPE, text=True)
+                  for source, mountpoint in zip(sources, mountpoints)]
+        results = [(copy.wait(), copy.stderr.read()) for copy in copies]
+        assert sorted(code for code, _ in results) == [0, 1], (round_number, results)
+        loser = next(error for code, error in results if code)
+        assert "File exists" in loser
+        winner = sources[[code for code, _ in results].index(0)]
+        data, metadata = file_store.stored(name)
+        assert data == winner.read_bytes()
+        assert metadata["hash_sha256"] == hashlib.sha256(data).hexdigest()
