@@ -40,6 +40,16 @@ class Catalog:
         self._shown: Tree | None = None  # the listing last shown, to tell what changed
         self._listeners: list[Callable[[set[str]], None]] = []
 
+    def counts(self) -> tuple[int, int]:
+        """Files and projects of the listing shown now (none listed yet: zeros)."""
+        with self._lock:
+            shown = self._shown or {}
+            return sum(len(files) for files in shown.values()), len(shown)
+
+    def listing_age(self) -> float | None:
+        """Seconds since the listing shown now began; None before the first."""
+        return time.monotonic() - self._listed_at if self._shown is not None else None
+
     def on_change(self, listener: Callable[[set[str]], None]) -> None:
         """Call ``listener`` with the projects whose files changed, whenever some did.
 

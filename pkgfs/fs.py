@@ -44,6 +44,8 @@ _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
 # Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
 _QUIET = (errno.ENOENT,)
+# What a copy in calls: a refusal of one is a copy refused.
+_WRITING = ("create", "open", "write", "flush", "fsync", "rename", "release")
 
 
 class PackageFS(Operations):
@@ -77,6 +79,8 @@ class PackageFS(Operations):
             code = next(code for kind, code in _ERRNO if isinstance(error, kind))
             level = logging.DEBUG if code in _QUIET else logging.WARNING
             log.log(level, "%s %s refused: %s", operation, args[0] if args else "", error)
+            if operation in _WRITING and code not in _QUIET:
+                self.tree.figures.refused()
             raise FuseOSError(code) from None
         except OSError as error:
             log.warning("%s %s: %s", operation, args[0] if args else "", error)

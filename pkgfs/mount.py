@@ -1,11 +1,15 @@
 """Mount and unmount: the mount point's checks, the FUSE session, the daemon."""
 
 import errno
+import fcntl
+import hashlib
+import json
 import logging
 import os
 import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +22,7 @@ from .config import Config, FileStoreConfig
 from .errors import MountError
 from .filestore import FileStorage
 from .s3store import S3Storage
-from .process import is_pkgfs_daemon
+from .status import Figures, StatusFile, daemon_memory_mib, is_alive
 from .storage import Storage
 from .index import Presigning, SimpleIndex, open_index
 from .tree import PackageTree
@@ -44,18 +48,71 @@ def state_dir() -> str:
 
 
 def state_file(mountpoint: str, suffix: str) -> str:
-    name = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
-    return os.path.join(state_dir(), f"{name}.{suffix}")
+    """A mount point's file in the state folder: its last folder's name, for people, and a
+    hash of its whole path, so that no two mount points (/X/pkgs/a, /X/pkgs_a) share one."""
+    path = os.path.abspath(mountpoint)
+    digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+    return os.path.join(state_dir(), f"{os.path.basename(path) or 'root'}-{digest}.{suffix}")
 
 
-def open_storage(config: Config) -> Storage:
+class MountLock:
+    """Held by the daemon of a mount point from before its checks until it exits: two
+    mounts of one mount point at once cannot both pass them, and whoever waits for a daemon
+    to exit waits for its lock."""
+
+    def __init__(self, mountpoint: str):
+        self._fd = os.open(state_file(mountpoint, "lock"),
+                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            if os.path.ismount(mountpoint):
+                raise MountError(f"{mountpoint} is already mounted: run 'pkgfs umount "
+                                 f"{mountpoint}' first") from None
+            raise MountError(f"another pkgfs daemon is mounting {mountpoint} this moment: see "
+                             f"'pkgfs status {mountpoint}'") from None
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+def is_served(mountpoint: str) -> bool:
+    """Does a live daemon hold the mount point's lock?"""
+    try:
+        fd = os.open(state_file(mountpoint, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def notify_systemd(message: str) -> None:
+    """Tell systemd how the service is (a Type=notify unit): one datagram on the unix socket
+    $NOTIFY_SOCKET names (``@`` for the abstract namespace). Nothing without it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
+        notify.connect(address)
+        notify.sendall(message.encode())
+
+
+def open_storage(config: Config, figures: Figures | None = None) -> Storage:
     store = config.store
     if isinstance(store, FileStoreConfig):
         return FileStorage(store.directory)
     return S3Storage(
         store.bucket, prefix=store.prefix, prepend_hash=store.prepend_hash, region=store.region,
         endpoint_url=store.endpoint_url, access_key=store.access_key,
-        secret_key=store.secret_key, timeout=config.timeout)
+        secret_key=store.secret_key, timeout=config.timeout, figures=figures)
 
 
 # What a FUSE mount whose daemon died answers.
@@ -74,7 +131,7 @@ def check_mountpoint(mountpoint: str) -> None:
     """Refuse a mount point that cannot be used; clear one a dead daemon left behind."""
     if is_stale(mountpoint):
         log.warning("%s: clearing a stale mount left by a pkgfs daemon that died", mountpoint)
-        unmount(mountpoint, lazy=True)
+        unmount(mountpoint, lazy=True, wait=False)
     try:
         os.stat(mountpoint)
     except FileNotFoundError:
@@ -123,28 +180,45 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
 
 
 def serve(config: Config, options: MountOptions, ready_fd: int | None = None) -> None:
-    """Mount and serve until unmounted; tells ``ready_fd`` once the mount works."""
+    """Mount and serve until unmounted; tells ``ready_fd`` (and systemd) once the mount
+    works."""
     check_fuse()
+    _make_state_dir()
+    lock = MountLock(options.mountpoint)
+    try:
+        _serve(config, options, ready_fd)
+    finally:
+        lock.release()
+
+
+def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
     check_mountpoint(options.mountpoint)
-    storage = open_storage(config)
+    figures = Figures()
+    storage = open_storage(config, figures)
     storage.check()
     from fuse import FUSE  # only after check_fuse() could say what is missing
 
     from .fs import PackageFS
 
+    catalog = Catalog(storage, config.cache_ttl)
+    tree = PackageTree(catalog, config.staging_dir, read_only=options.read_only,
+                       allow_overwrite=config.allow_overwrite, index=_index(config, catalog),
+                       figures=figures)
+    pid_path = state_file(options.mountpoint, "pid")
+    status = StatusFile(state_file(options.mountpoint, "status"),
+                        lambda: _status(config, options, catalog, figures))
+
     def on_ready() -> None:
         log.info("mounted %s on %s", describe(config), options.mountpoint)
-        with open(state_file(options.mountpoint, "pid"), "w") as pid_file:
+        with open(pid_path, "w") as pid_file:
             pid_file.write(f"{os.getpid()}\n")
+        status.start()
+        notify_systemd(f"READY=1\nSTATUS=serving {describe(config)} on {options.mountpoint}")
         if ready_fd is not None:
             _detach_from_terminal(options.mountpoint)
             os.write(ready_fd, READY)
             os.close(ready_fd)
 
-    os.makedirs(state_dir(), exist_ok=True)
-    catalog = Catalog(storage, config.cache_ttl)
-    tree = PackageTree(catalog, config.staging_dir, read_only=options.read_only,
-                       allow_overwrite=config.allow_overwrite, index=_index(config, catalog))
     filesystem = PackageFS(tree, on_ready)
     try:
         FUSE(filesystem, options.mountpoint, raw_fi=True, foreground=True, nothreads=False,
@@ -152,8 +226,38 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
     except RuntimeError as error:
         raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
                          "see the messages above") from None
-    Path(state_file(options.mountpoint, "pid")).unlink(missing_ok=True)
+    finally:
+        status.stop()
+        _remove_if_ours(pid_path)
+    notify_systemd("STOPPING=1")
     log.info("unmounted %s", options.mountpoint)
+
+
+def _status(config: Config, options: MountOptions, catalog: Catalog, figures: Figures) -> dict:
+    files, projects = catalog.counts()
+    return {"mountpoint": options.mountpoint, "store": describe(config), "state": "mounted",
+            "pid": os.getpid(), "memory MiB": daemon_memory_mib(),
+            "listing age s": catalog.listing_age(), "files": files, "projects": projects,
+            **figures.snapshot()}
+
+
+def _make_state_dir() -> None:
+    try:
+        os.makedirs(state_dir(), mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise MountError(f"cannot make the state folder {state_dir()}: {error.strerror}; set "
+                         "XDG_STATE_HOME to a writable folder") from None
+
+
+def _remove_if_ours(pid_path: str) -> None:
+    """A daemon removes its pid file, and no other's (a lazily unmounted old daemon exits
+    after a new one wrote its own)."""
+    try:
+        with open(pid_path) as pid_file:
+            if int(pid_file.read()) == os.getpid():
+                os.unlink(pid_path)
+    except (OSError, ValueError):
+        pass
 
 
 def _index(config: Config, catalog: Catalog) -> SimpleIndex | None:
@@ -207,7 +311,7 @@ def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> in
     return daemon.wait() or 1
 
 
-def unmount(mountpoint: str, *, lazy: bool = False) -> None:
+def unmount(mountpoint: str, *, lazy: bool = False, wait: bool = True) -> None:
     """Unmount, and wait for the daemon that served the mount to exit."""
     if not (os.path.ismount(mountpoint) or is_stale(mountpoint)):
         raise MountError(f"{mountpoint} is not mounted")
@@ -219,7 +323,8 @@ def unmount(mountpoint: str, *, lazy: bool = False) -> None:
             raise MountError(f"{mountpoint} is busy: close the files and shells using it "
                              f"(see 'fuser -m {mountpoint}'), then unmount again")
         raise MountError(f"unmounting {mountpoint} failed: {reason}")
-    _wait_for_daemon(mountpoint)
+    if wait:
+        _wait_for_daemon(mountpoint)
 
 
 def _unmount_command(mountpoint: str, lazy: bool) -> list[str]:
@@ -230,17 +335,28 @@ def _unmount_command(mountpoint: str, lazy: bool) -> list[str]:
 
 
 def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
-    pid_path = state_file(mountpoint, "pid")
-    try:
-        with open(pid_path) as pid_file:
-            pid = int(pid_file.read())
-    except (OSError, ValueError):
-        return  # mounted in the foreground, or by another user: nothing to wait for
+    """Wait until the daemon lets go of the mount point's lock; stop it if it does not."""
     deadline = time.monotonic() + timeout
-    while is_pkgfs_daemon(pid) and time.monotonic() < deadline:
+    while is_served(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if is_pkgfs_daemon(pid):
-        os.kill(pid, signal.SIGTERM)
-    Path(pid_path).unlink(missing_ok=True)  # a daemon that was killed left it behind
+    if is_served(mountpoint):
+        try:
+            with open(state_file(mountpoint, "pid")) as pid_file:
+                os.kill(int(pid_file.read()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass  # gone meanwhile
+    else:  # a killed daemon left its pid and status files
+        for suffix in ("pid", "status"):
+            _remove_if_dead(state_file(mountpoint, suffix))
 
 
+def _remove_if_dead(path: str) -> None:
+    """Remove a daemon's pid or status file if the daemon it names is dead."""
+    try:
+        with open(path) as state:
+            text = state.read()
+        pid = int(text) if text.strip().isdigit() else json.loads(text)["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not is_alive(pid):
+        Path(path).unlink(missing_ok=True)

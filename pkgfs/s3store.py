@@ -31,6 +31,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .names import parse_filename
+from .status import Figures
 from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, figures: Figures | None = None):
         self.bucket = bucket
         self.prefix = prefix
         self.prepend_hash = prepend_hash
@@ -87,6 +88,9 @@ class S3Storage(Storage):
         for operation in ("PutObject", "CompleteMultipartUpload"):
             self.client.meta.events.register(f"before-parameter-build.s3.{operation}",
                                              self._only_if_new)
+        if figures is not None:
+            self.client.meta.events.register("after-call.s3", _counted_into(figures))
+            self.client.meta.events.register("after-call-error.s3", _failure_into(figures))
 
     def check(self) -> None:
         try:
@@ -290,6 +294,29 @@ class S3Storage(Storage):
             return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
                                 "credentials and the bucket policy")
         return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
+
+
+# What pkgfs status calls each S3 operation: by HTTP method, LIST apart.
+_KINDS = {"ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "GetObject": "GET",
+          "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
+          "CreateMultipartUpload": "POST", "CompleteMultipartUpload": "POST",
+          "DeleteObject": "DELETE", "AbortMultipartUpload": "DELETE"}
+
+
+def _counted_into(figures: Figures):
+    def count(model, http_response, **_) -> None:
+        figures.request(_KINDS.get(model.name, model.name))
+        if http_response.status_code >= 400:
+            figures.failed(f"{model.name}: HTTP {http_response.status_code}")
+    return count
+
+
+def _failure_into(figures: Figures):
+    def count(event_name: str, exception: Exception, **_) -> None:
+        operation = event_name.rpartition(".")[2]  # after-call-error.s3.<operation>
+        figures.request(_KINDS.get(operation, operation))
+        figures.failed(f"{operation}: {type(exception).__name__}")
+    return count
 
 
 def _pinned(stored: StoredFile) -> dict[str, str]:

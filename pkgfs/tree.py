@@ -29,6 +29,7 @@ from .index import GeneratedFile, SimpleIndex
 from .metadata import package_metadata
 from .names import NotADistribution, is_project_name, normalize, parse_filename
 from .staging import StagedFile, StagingArea
+from .status import Figures
 from .storage import StoredFile
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class PackageTree:
     """The mount's tree: the catalog's files, plus files being written and new projects."""
 
     def __init__(self, catalog: Catalog, staging_dir: str, *, read_only: bool = False,
-                 allow_overwrite: bool = False, index: SimpleIndex | None = None):
+                 allow_overwrite: bool = False, index: SimpleIndex | None = None,
+                 figures: Figures | None = None):
         self.catalog = catalog
         self.index = index
+        self.figures = figures or Figures()
         self.read_only = read_only
         self.allow_overwrite = allow_overwrite
         self._staging = StagingArea(staging_dir)
@@ -192,6 +195,7 @@ class PackageTree:
             stored = storage.store(project, filename, staged.path, metadata,
                                    replace=self.allow_overwrite)
             log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
+            self.figures.stored()
         except AlreadyExists:
             stored = self._stored_with_the_same_bytes(project, filename, metadata)
         except Changed as error:
