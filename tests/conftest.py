@@ -19,8 +19,20 @@ from harness import (  # noqa: F401  (the tests import these from here)
 )
 from stores import FileStore, S3Store
 
-if not os.path.exists("/dev/fuse"):
-    pytest.skip("/dev/fuse is missing: these tests need FUSE", allow_module_level=True)
+
+
+def fuse_unusable() -> str | None:
+    """Why this user cannot mount FUSE filesystems here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing: the mount tests need FUSE (modprobe fuse)"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not open to this user: run the mount tests as root"
+    return None
+
+
+def skip_unless_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {what}")
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +65,9 @@ def s3_store(s3_client):
 
 @pytest.fixture
 def mounts(tmp_path):
+    reason = fuse_unusable()
+    if reason:
+        pytest.skip(reason)
     mounts = Mounts(tmp_path)
     yield mounts
     mounts.close()
@@ -72,6 +87,8 @@ def store_and_config(request, moto_server):
 @pytest.fixture
 def public_dir():
     """A folder other users can pass through, as nginx's workers must to reach a mount."""
+    skip_unless_root("other users (nginx's workers, nobody) reach the mount only with "
+                     "--allow-other, which needs root or user_allow_other in /etc/fuse.conf")
     folder = tempfile.mkdtemp(prefix="pkgfs-public-")
     os.chmod(folder, 0o755)
     yield Path(folder)

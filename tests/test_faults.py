@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import staged_files
-from conftest import file_config, pkgfs, s3_config
+from conftest import file_config, pkgfs, s3_config, skip_unless_root
 from proxy import CuttableProxy
 from stores import wheel
 
@@ -184,6 +184,7 @@ def test_a_daemon_killed_in_the_middle_of_a_copy(backend, request, moto_server, 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs: a staging disk that fills up."""
+    skip_unless_root("mounting a tmpfs")
     disk = tmp_path / "small-disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)

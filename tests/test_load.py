@@ -5,10 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import fuse_unusable, skip_unless_root
+
 LOAD = Path(__file__).resolve().parent.parent / "bench" / "load.py"
 
 
 def test_sixteen_readers_and_four_writers():
+    skip_unless_root("bench/load.py mounts as root")
+    assert fuse_unusable() is None, fuse_unusable()
     result = subprocess.run([sys.executable, str(LOAD), "--seconds", "8", "--json"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import file_config, pkgfs, s3_config
+from conftest import file_config, pkgfs, s3_config, skip_unless_root
 from proxy import CuttableProxy
 from stores import wheel
 
@@ -127,6 +127,7 @@ def test_status_of_a_mount_whose_daemon_died(file_store, mounts):
 def pkgfs_on_the_system_path():
     """mount(8) runs helpers with the system's PATH: pkgfs must be in /usr/local/bin, as the
     README says. This checkout's pkgfs is put there for the test, unless one is there."""
+    skip_unless_root("mount(8) with an fstab, and /usr/local/bin")
     system = Path("/usr/local/bin/pkgfs")
     ours = Path(VENV_BIN) / "pkgfs"
     if system.exists() and system.resolve() != ours.resolve():
