@@ -1,15 +1,20 @@
 """pypicloud's file storage: ``<dir>/<project>/<version>/<filename>`` beside ``<filename>.meta``."""
 
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import AlreadyExists, Changed, NotFound, StorageError
+from .errors import AlreadyExists, Changed, NotFound, StorageError, StorageUnavailable
 from .names import parse_filename
 from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
+
+log = logging.getLogger(__name__)
 
 
 class FileStorage(Storage):
@@ -28,14 +33,20 @@ class FileStorage(Storage):
         return space.f_blocks * space.f_frsize, space.f_bavail * space.f_frsize
 
     def list_files(self) -> Iterator[StoredFile]:
+        if not os.path.isdir(self.directory):  # removed under the mount: never an empty mount
+            raise StorageUnavailable(f"storage.dir {self.directory} does not exist any more: "
+                                     "make it again, or mount another")
         for project in _subdirectories(self.directory):
             for version in _subdirectories(project.path):
                 yield from self._files_in(project.name, version.path)
 
     def _files_in(self, project: str, version_dir: str) -> Iterator[StoredFile]:
         for entry in _scandir(version_dir):
-            # Hidden names are pypicloud's temporary files; .meta files are metadata.
-            if entry.name.startswith(".") or entry.name.endswith(".meta"):
+            # Hidden names are temporary files; .meta files are metadata.
+            if entry.name.startswith("."):
+                _remove_if_left_by_a_dead_writer(entry)
+                continue
+            if entry.name.endswith(".meta"):
                 continue
             # Symlinks are not followed: nothing outside storage.dir is ever shown.
             if not entry.is_file(follow_symlinks=False):
@@ -145,6 +156,23 @@ class FileReader(Reader):
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+# pkgfs's own temporaries (see store): ".metadata.<hex>" and ".<filename>.<hex>".
+_OUR_TEMPORARY = re.compile(r"^\.(metadata|.+)\.[0-9a-f]{16}$")
+# No copy into place takes this long: a temporary this old was left by a writer that died.
+LEFT_BEHIND_AFTER = 3600.0
+
+
+def _remove_if_left_by_a_dead_writer(entry: os.DirEntry) -> None:
+    if not _OUR_TEMPORARY.match(entry.name):
+        return  # someone else's hidden file: not ours to remove
+    try:
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > LEFT_BEHIND_AFTER:
+            os.unlink(entry.path)
+            log.info("removed %s, left by a writer that died", entry.path)
+    except FileNotFoundError:
+        pass  # its writer, or another mount, got there first
 
 
 def _remove(*paths: str) -> None:

@@ -114,11 +114,18 @@ class S3Storage(Storage):
         pages = iter(self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix))
         # Each page is a request: fetch each through _call, so its errors translate.
-        while (page := self._call(next, pages, None)) is not None:
+        while (page := self._listed_page(pages)) is not None:
             for item in page.get("Contents", []):
                 found = self._stored_file(item)
                 if found is not None:
                     yield found
+
+    def _listed_page(self, pages) -> dict | None:
+        try:
+            return self._call(next, pages, None)
+        except NotFound:  # a bucket deleted under the mount: an error, never an empty mount
+            raise StorageUnavailable(f"bucket {self.bucket} does not exist any more: make it "
+                                     "again, or mount another") from None
 
     def _stored_file(self, item: dict) -> StoredFile | None:
         key = item["Key"]

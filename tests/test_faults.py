@@ -2,6 +2,7 @@
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -230,3 +231,22 @@ def test_an_endpoint_that_ignores_range_never_serves_bytes_from_elsewhere(s3_sto
     with open(path, "rb") as reader:
         reader.seek(5 << 20)
         assert reader.read(4096) == data[5 << 20:(5 << 20) + 4096]
+
+
+def test_a_store_removed_under_the_mount_is_an_error_never_an_empty_mount(store_and_config,
+                                                                          mounts):
+    store, config = store_and_config
+    store.add(WHEEL, wheel("my-pkg", "1.0"))
+    mountpoint = mounts.mount(config(**{"pkgfs.cache_ttl": 0}))
+    assert os.listdir(mountpoint) == ["my-pkg"]
+    if hasattr(store, "directory"):
+        shutil.rmtree(store.directory)
+        gone = "storage.dir"
+    else:
+        for key in [key for key in store.contents() if not key.startswith("multipart")]:
+            store.client.delete_object(Bucket=store.bucket, Key=key)
+        store.client.delete_bucket(Bucket=store.bucket)
+        gone = f"bucket {store.bucket}"
+    listed = subprocess.run(["ls", mountpoint], capture_output=True, text=True, timeout=HANG)
+    assert listed.returncode != 0 and "Input/output error" in listed.stderr
+    assert f"{gone}" in mounts.logs() and "does not exist any more" in mounts.logs()

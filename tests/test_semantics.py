@@ -232,3 +232,23 @@ def test_of_two_mounts_copying_one_name_at_once_exactly_one_wins(file_store, mou
         data, metadata = file_store.stored(name)
         assert data == winner.read_bytes()
         assert metadata["hash_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_temporaries_a_dead_writer_left_in_a_file_store_are_removed(file_store, mounts):
+    """pkgfs's own hidden temporaries older than an hour (no copy into place takes that
+    long) are removed at the next listing; fresh ones, and others' hidden files, stay."""
+    file_store.add("my_pkg-1.0.tar.gz", b"x")
+    folder = os.path.join(file_store.directory, "my-pkg", "1.0")
+    names = {".metadata.0123456789abcdef": True, ".my_pkg-2.0.tar.gz.fedcba9876543210": True,
+             ".metadata.00112233445566ff": False, ".someone-elses": False}
+    for name, old in names.items():
+        path = os.path.join(folder, name)
+        with open(path, "w") as temporary:
+            temporary.write("left")
+        if old or name == ".someone-elses":
+            os.utime(path, (time.time() - 7200, time.time() - 7200))
+    mountpoint = mounts.mount(f"[pkgfs]\nstorage.dir = {file_store.directory}\n")
+    assert os.listdir(mountpoint / "my-pkg") == ["my_pkg-1.0.tar.gz"]
+    left = sorted(name for name in os.listdir(folder) if name.startswith("."))
+    assert left == [".metadata.00112233445566ff", ".someone-elses"]
+    assert mounts.logs().count("left by a writer that died") == 2
