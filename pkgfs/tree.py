@@ -6,7 +6,6 @@ pkgfs errors. Nothing here knows FUSE.
 
 import errno
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass

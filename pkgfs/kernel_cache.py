@@ -1,0 +1,106 @@
+"""What the kernel keeps of the mount, kept true: the FUSE side of pages that change."""
+
+import ctypes
+import queue
+import threading
+from typing import Callable
+
+import fuse
+from cachetools import LRUCache
+
+from .index import GeneratedFile
+
+
+class KernelCache:
+    """Tells the kernel to forget the names of folders whose files changed, and the root's
+    pages, so that it never keeps a page's old size: pages change under one name.
+
+    The kernel keeps names and attributes for ``cache_ttl``, which suits stored
+    files: they never change in place. libfuse 2's high-level API has no call to
+    invalidate a path, so the low-level entry notification is sent on the
+    mount's channel for names in the root, whose node id (1) is the one a
+    high-level filesystem knows; forgetting a folder forgets what is in it.
+    Sent by a thread of its own: the kernel applies it under the root's lock,
+    which a request that changed a project (a rename in the root) may hold.
+
+    A web server opens a page, then sends the size fstat gives, then what it
+    reads: the kernel asks the attributes again after an open, and while a page
+    is open they are those of the version last opened, so the size and the
+    bytes of one response agree even when the page changes in between.
+    """
+
+    ROOT_ID = 1
+    ROOT_PAGES = ("index.html", "index.json")
+
+    def __init__(self):
+        self._names: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._told = threading.Condition()
+        self._aliases: LRUCache = LRUCache(maxsize=1000)  # folder name -> its project
+        self._open_pages: dict[str, tuple[int, GeneratedFile]] = {}  # path -> opens, newest
+        self._notify: Callable[[str], None] | None = None
+
+    def attach(self) -> None:
+        """Find this mount's channel; called in a FUSE request (init), where libfuse has it."""
+        libfuse = fuse._libfuse
+        libfuse.fuse_get_session.restype = ctypes.c_void_p
+        libfuse.fuse_get_session.argtypes = [ctypes.c_void_p]
+        libfuse.fuse_session_next_chan.restype = ctypes.c_void_p
+        libfuse.fuse_session_next_chan.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        notify = libfuse.fuse_lowlevel_notify_inval_entry
+        notify.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+        session = libfuse.fuse_get_session(libfuse.fuse_get_context().contents.fuse)
+        channel = libfuse.fuse_session_next_chan(session, None)
+        self._notify = lambda name: notify(channel, self.ROOT_ID, name.encode(), len(name.encode()))
+        threading.Thread(target=self._run, name="kernel-cache", daemon=True).start()
+
+    def seen_folder(self, name: str, project: str) -> None:
+        """A folder was looked up as ``name``: when ``project`` changes, forget that too."""
+        if name != project:
+            with self._told:
+                self._aliases[name] = project
+
+    def opened_page(self, path: str, page: GeneratedFile) -> GeneratedFile:
+        with self._told:
+            opens, _ = self._open_pages.get(path, (0, page))
+            self._open_pages[path] = (opens + 1, page)
+        return page
+
+    def closed_page(self, path: str) -> None:
+        with self._told:
+            opens, page = self._open_pages.pop(path, (0, None))
+            if opens > 1:
+                self._open_pages[path] = (opens - 1, page)
+
+    def page_as_opened(self, path: str, page: GeneratedFile) -> GeneratedFile:
+        """The version of a page whose attributes to give: the one last opened, while open."""
+        with self._told:
+            return self._open_pages.get(path, (0, page))[1]
+
+    def forget_projects(self, projects: set[str]) -> None:
+        with self._told:
+            aliases = [name for name, project in self._aliases.items() if project in projects]
+        for name in (*self.ROOT_PAGES, *projects, *aliases):
+            self._send(name)
+
+    def wait_until_told(self, timeout: float = 1.0) -> None:
+        """Wait until the kernel has been told what changed so far (bounded: never hangs)."""
+        with self._told:
+            self._told.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        self._names.put(None)
+
+    def _send(self, name: str) -> None:
+        if self._notify is None:
+            return  # not mounted yet: the kernel has nothing to forget
+        with self._told:
+            self._pending += 1
+        self._names.put(name)
+
+    def _run(self) -> None:
+        while (name := self._names.get()) is not None:
+            self._notify(name)  # -ENOENT: the kernel had not kept the name
+            with self._told:
+                self._pending -= 1
+                self._told.notify_all()
