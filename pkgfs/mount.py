@@ -20,8 +20,8 @@ from pathlib import Path
 from .catalog import Catalog
 from .config import Config, FileStoreConfig
 from .errors import MountError
-from .filestore import FileStorage
-from .s3store import S3Storage
+from .storage.file import FileStorage
+from .storage.s3 import S3Storage
 from .status import Figures, StatusFile, daemon_memory_mib, is_alive
 from .storage import Storage
 from .index import Presigning, SimpleIndex, open_index

@@ -5,7 +5,7 @@ import threading
 import time
 
 from pkgfs.catalog import Catalog
-from pkgfs.filestore import FileStorage
+from pkgfs.storage.file import FileStorage
 from stores import FileStore
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import BUCKET, CREDENTIALS
 from pkgfs.errors import AlreadyExists, Changed
-from pkgfs.filestore import FileStorage
-from pkgfs.s3store import S3Storage
+from pkgfs.storage.file import FileStorage
+from pkgfs.storage.s3 import S3Storage
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import AlreadyExists, Changed, NotFound, StorageError, StorageUnavailable
-from .names import parse_filename
-from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
+from ..errors import AlreadyExists, Changed, NotFound, StorageError, StorageUnavailable
+from ..names import parse_filename
+from . import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
 
 log = logging.getLogger(__name__)
 

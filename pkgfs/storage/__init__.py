@@ -1,4 +1,7 @@
-"""The one protocol between the filesystem layer and the storage backends.
+"""The one protocol between the filesystem layer and the storage backends, and the backends:
+``file`` (a pypicloud file store) and ``s3`` (its S3 layout; ``s3_reader`` reads objects).
+
+The protocol:
 
 A backend knows its layout (LAYOUT.md) and nothing about FUSE. It raises
 the errors of ``pkgfs.errors`` and nothing else, so the filesystem layer has
@@ -12,7 +15,7 @@ from typing import Iterator
 
 from cachetools import LRUCache
 
-from .names import NotADistribution, is_project_name, normalize, parse_filename
+from ..names import NotADistribution, is_project_name, normalize, parse_filename
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,8 @@
 """pypicloud's S3 storage: ``<prefix>[<hash>/]<project>/<filename>``, metadata in the object."""
 
-import collections
 import hashlib
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -22,7 +20,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from .errors import (
+from ..errors import (
     AccessDenied,
     AlreadyExists,
     Changed,
@@ -30,23 +28,14 @@ from .errors import (
     StorageError,
     StorageUnavailable,
 )
-from .names import parse_filename
-from .status import Figures
-from .storage import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
+from ..names import parse_filename
+from ..status import Figures
+from . import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
+from .s3_reader import S3Reader
 
 log = logging.getLogger(__name__)
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
-
-# What one GET fetches around a read that is not sequential (a wheel's zip
-# directory, at its end), and what a sequential read takes from its stream at
-# a time.
-READ_WINDOW = 1 << 20
-PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads
-KEPT_SEGMENTS = 4  # windows a reader keeps, for reads the kernel sends out of order
-# A file no bigger than this is read to its end by the first GET: most wheels
-# are, and a second request would cost more than the bytes.
-SMALL_FILE = 4 << 20
 
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
@@ -344,138 +333,3 @@ def _ascii(value: str) -> str:
     """S3 metadata values as pypicloud writes them: NFKD, ASCII only, white space folded."""
     text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     return re.sub(r"\s+", " ", text).strip()
-
-
-class S3Reader(Reader):
-    """A first read fetches a window around it; once reads run on from there, one
-    open-ended GET streams the rest, so a sequential read costs two requests.
-
-    What was fetched is kept as a few segments, the newest last, so reads the
-    kernel sends out of order are served without copying the data again.
-    """
-
-    def __init__(self, storage: S3Storage, stored: StoredFile):
-        self._storage = storage
-        self._stored = stored
-        self._size = stored.size
-        self._lock = threading.Lock()
-        self._segments: collections.deque = collections.deque(maxlen=KEPT_SEGMENTS)
-        self._stream: _Prefetcher | None = None  # reads on from the end of the last segment
-
-    def read(self, offset: int, size: int) -> bytes:
-        size = min(size, self._size - offset)
-        if size <= 0:
-            return b""
-        with self._lock:
-            data = self._slice(offset, size)
-            if data is None:
-                try:
-                    self._fetch(offset, size)
-                except NotFound:  # a reader of a removed file: an error, never ENOENT
-                    raise StorageError(f"{self._stored.location} was removed while open") \
-                        from None
-                data = self._slice(offset, size)
-            if data is None:
-                raise self._shorter()
-            return data
-
-    def _fetch(self, offset: int, size: int) -> None:
-        # The kernel has several reads of a file in flight: one a little ahead
-        # of the stream is still sequential.
-        ahead = KEPT_SEGMENTS * READ_WINDOW
-        if self._segments and self._segments[0][0] <= offset <= self._end() + ahead:
-            self._stream_on(offset + size)
-        else:
-            self._jump(offset, size)
-
-    def _end(self) -> int:
-        start, chunk = self._segments[-1]
-        return start + len(chunk)
-
-    def _slice(self, offset: int, size: int) -> bytes | None:
-        """The bytes from ``offset`` if the segments hold all of them, else None."""
-        pieces, position, end = [], offset, offset + size
-        for start, chunk in self._segments:
-            if start <= position < start + len(chunk):
-                pieces.append(chunk[position - start:end - start])
-                position = min(end, start + len(chunk))
-                if position == end:
-                    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return None
-
-    def _jump(self, offset: int, size: int) -> None:
-        """A read away from the last: one ranged GET of a window from there."""
-        self._close_stream()
-        self._segments.clear()
-        rest = self._size - offset
-        length = rest if self._size <= SMALL_FILE else min(max(size, READ_WINDOW), rest)
-        self._segments.append((offset, self._storage.get_range(self._stored, offset, length)))
-
-    def _stream_on(self, end: int) -> None:
-        """Sequential reads: take chunks from the open-ended GET, opening it once."""
-        try:
-            if self._stream is None:
-                body = self._storage.open_stream(self._stored, self._end())
-                self._stream = _Prefetcher(self._storage, body)
-            while self._end() < end:
-                chunk = self._stream.next_chunk()
-                if not chunk:
-                    break
-                self._segments.append((self._end(), chunk))
-        except StorageError:
-            self._close_stream()
-            raise
-
-    def _shorter(self) -> StorageError:
-        self._close_stream()
-        return StorageError(f"{self._stored.location} is shorter than listed: "
-                            "it changed while being read")
-
-    def _close_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_stream()
-            self._segments.clear()
-
-
-class _Prefetcher:
-    """Reads a GET body ahead in a thread of its own, a few windows at most, so the
-    network and the kernel's reads overlap."""
-
-    def __init__(self, storage: S3Storage, body):
-        self._storage = storage
-        self._body = body
-        self._chunks: queue.Queue = queue.Queue(maxsize=PREFETCH_WINDOWS)
-        self._stopped = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                chunk = self._storage._call(self._body.read, READ_WINDOW)
-                self._chunks.put(chunk)
-                if not chunk:
-                    return
-        except StorageError as error:
-            self._chunks.put(error)
-        except ValueError:
-            pass  # closed while reading: the reader has gone
-
-    def next_chunk(self) -> bytes:
-        """The next chunk of the body; empty at its end."""
-        chunk = self._chunks.get()
-        if isinstance(chunk, StorageError):
-            raise chunk
-        if not chunk:
-            self._chunks.put(chunk)  # the end stays the end
-        return chunk
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._body.close()
-        while not self._chunks.empty():  # a producer blocked on a full queue moves on
-            self._chunks.get_nowait()
