@@ -3,6 +3,7 @@ tests are): store, conditional store, find, list, metadata, fetch, delete."""
 
 import hashlib
 import threading
+import time
 
 import pytest
 
@@ -116,3 +117,30 @@ def test_a_multipart_upload_to_a_taken_name_is_refused(moto_server, s3_client, t
         store(storage, tmp_path, b"x" * (70 << 20), name="big-1.0.tar.gz")  # above 64 MiB
     assert whole(storage, storage.find("pkg", "big-1.0.tar.gz")) == b"small first"
     assert s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_multipart_uploads_a_killed_daemon_left_are_aborted_once_a_day_old(moto_server,
+                                                                            s3_client):
+    """At a mount (check), uploads under the prefix begun over ``abandoned_after`` ago (a
+    day) are aborted, younger ones kept. moto says every upload began on 2010-11-10, so the
+    rule is shown around the age it reports."""
+    left = s3_client.create_multipart_upload(Bucket=BUCKET, Key="packages/abcd/pkg/pkg-1.0.whl")
+    elsewhere = s3_client.create_multipart_upload(Bucket=BUCKET, Key="other/pkg-1.0.whl")
+    [reported] = [upload for upload in s3_client.list_multipart_uploads(Bucket=BUCKET)["Uploads"]
+                  if upload["UploadId"] == left["UploadId"]]
+    age = time.time() - reported["Initiated"].timestamp()
+
+    def storage(abandoned_after):
+        return S3Storage(BUCKET, prefix="packages/", endpoint_url=moto_server.endpoint,
+                         region="us-east-1", access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                         secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                         abandoned_after=abandoned_after)
+
+    def open_uploads():
+        return sorted(upload["UploadId"] for upload in
+                      s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
+
+    storage(age + 3600).check()  # younger than the limit: a live upload, kept
+    assert open_uploads() == sorted([left["UploadId"], elsewhere["UploadId"]])
+    storage(age - 3600).check()
+    assert open_uploads() == [elsewhere["UploadId"]]  # outside the prefix: not ours

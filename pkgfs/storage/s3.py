@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 
+# A multipart upload begun this long ago was abandoned (seconds): a day.
+ABANDONED_AFTER = 86400.0
+
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
 
@@ -55,7 +58,8 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0, figures: Figures | None = None):
+                 timeout: float = 10.0, figures: Figures | None = None,
+                 abandoned_after: float = ABANDONED_AFTER):
         self.bucket = bucket
         self.prefix = prefix
         self.prepend_hash = prepend_hash
@@ -63,6 +67,7 @@ class S3Storage(Storage):
         self.endpoint = endpoint_url or "AWS S3"
         self._failed_uploads: dict[str, float] = {}  # key -> when its upload failed
         self._only_new: set[str] = set()  # keys being stored that must not exist yet
+        self.abandoned_after = abandoned_after
         self._lock = threading.Lock()
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
@@ -87,6 +92,24 @@ class S3Storage(Storage):
                        MaxKeys=1)
         except NotFound:
             self._create_bucket()
+        self._abort_abandoned_uploads()
+
+    def _abort_abandoned_uploads(self) -> None:
+        """Abort the multipart uploads under the prefix begun over ``abandoned_after`` ago: a
+        daemon killed in the middle of a copy left them open, billed for good. No upload of
+        a package takes a day, so a live one is never touched."""
+        try:
+            listed = self._call(self.client.list_multipart_uploads, Bucket=self.bucket,
+                                Prefix=self.prefix)
+            for upload in listed.get("Uploads", []):
+                if time.time() - upload["Initiated"].timestamp() > self.abandoned_after:
+                    self._call(self.client.abort_multipart_upload, Bucket=self.bucket,
+                               Key=upload["Key"], UploadId=upload["UploadId"])
+                    log.info("aborted the multipart upload of %s begun %s, left by a copy "
+                             "that never finished", upload["Key"], upload["Initiated"])
+        except StorageError as error:
+            log.warning("could not look for abandoned multipart uploads (%s): they stay "
+                        "until removed by hand", error)
 
     def _create_bucket(self) -> None:
         options = {}
