@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..errors import AlreadyExists, Changed, NotFound, StorageError, StorageUnavailable
 from ..names import parse_filename
-from . import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
+from . import Fetched, Reader, Storage, StoredFile, report_once, report_skipped, stored_file
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,13 @@ class FileStorage(Storage):
                 os.link(package_temporary, target)
                 os.rename(meta_temporary, target + ".meta")
             stat = os.stat(target)
-        except FileExistsError:
-            raise AlreadyExists(f"{project}/{filename} is stored already") from None
         except OSError as error:
             _remove(meta_temporary, package_temporary)
+            if isinstance(error, FileExistsError):
+                raise AlreadyExists(f"{project}/{filename} is stored already") from None
             self._remove_empty_folders(folder)
             raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
-        finally:
-            _remove(meta_temporary, package_temporary)
+        _remove(package_temporary)  # after link(): the stored file's second name
         return StoredFile(project, filename, stat.st_size, stat.st_mtime, target)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
@@ -199,12 +198,16 @@ def _read_meta(path: str) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as error:
-        report_skipped(path, f"unreadable metadata: {error}")
-        return {}
+        return _unreadable(path, str(error))
     if not isinstance(metadata, dict):
-        report_skipped(path, "unreadable metadata: not a JSON object")
-        return {}
+        return _unreadable(path, "not a JSON object")
     return {str(key): value for key, value in metadata.items() if isinstance(value, str) and value}
+
+
+def _unreadable(path: str, reason: str) -> dict[str, str]:
+    report_once(path, f"{path} is unreadable metadata ({reason}): its file is shown as if it "
+                      "had none, and hashed for the index")
+    return {}
 
 
 def _write_json(path: str, metadata: dict[str, str]) -> None:
