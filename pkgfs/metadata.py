@@ -5,6 +5,7 @@ Archives come from anyone: whatever they hold, reading them takes bounded memory
 and fails with UnreadableMetadata, never with another error.
 """
 
+import contextlib
 import email.message
 import email.parser
 import email.policy
@@ -81,27 +82,28 @@ def _core_metadata_bytes(path: str, filename: str) -> bytes | None:
 
 
 def _zip_member(source, suffix: str, filename: str) -> bytes:
-    try:
-        with zipfile.ZipFile(source) as archive:
-            member = archive.getinfo(_only(archive.namelist(), suffix, filename))
-            _check_size(member.file_size, member.filename)
-            with archive.open(member) as content:
-                return _read_limited(content, member.filename)
-    except UnreadableMetadata:
-        raise
-    except _ARCHIVE_ERRORS as error:
-        raise UnreadableMetadata(f"{filename}: {error}") from None
+    with _reading(filename), zipfile.ZipFile(source) as archive:
+        member = archive.getinfo(_only(archive.namelist(), suffix, filename))
+        _check_size(member.file_size, member.filename)
+        with archive.open(member) as content:
+            return _read_limited(content, member.filename)
 
 
 def _tar_member(path: str, suffix: str, filename: str) -> bytes:
+    with _reading(filename), tarfile.open(path) as archive:
+        member = archive.getmember(_only(archive.getnames(), suffix, filename))
+        _check_size(member.size, member.name)
+        content = archive.extractfile(member)
+        if content is None:
+            raise UnreadableMetadata(f"{filename}: {member.name} is not a file")
+        return _read_limited(content, member.name)
+
+
+@contextlib.contextmanager
+def _reading(filename: str):
+    """Whatever reading an archive raises becomes UnreadableMetadata."""
     try:
-        with tarfile.open(path) as archive:
-            member = archive.getmember(_only(archive.getnames(), suffix, filename))
-            _check_size(member.size, member.name)
-            content = archive.extractfile(member)
-            if content is None:
-                raise UnreadableMetadata(f"{filename}: {member.name} is not a file")
-            return _read_limited(content, member.name)
+        yield
     except UnreadableMetadata:
         raise
     except _ARCHIVE_ERRORS as error:

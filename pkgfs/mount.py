@@ -1,9 +1,7 @@
 """Mount and unmount: the mount point's checks, the FUSE session, the daemon."""
 
 import errno
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import select
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .catalog import Catalog
+from . import locks
 from .config import Config, FileStoreConfig
 from .errors import MountError
 from .storage.file import FileStorage
@@ -61,12 +60,9 @@ class MountLock:
     to exit waits for its lock."""
 
     def __init__(self, mountpoint: str):
-        self._fd = os.open(state_file(mountpoint, "lock"),
-                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fd = locks.hold(state_file(mountpoint, "lock"), wait=False)
         except BlockingIOError:
-            os.close(self._fd)
             if os.path.ismount(mountpoint):
                 raise MountError(f"{mountpoint} is already mounted: run 'pkgfs umount "
                                  f"{mountpoint}' first") from None
@@ -80,16 +76,9 @@ class MountLock:
 def is_served(mountpoint: str) -> bool:
     """Does a live daemon hold the mount point's lock?"""
     try:
-        fd = os.open(state_file(mountpoint, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        return locks.is_held(state_file(mountpoint, "lock"))
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def notify_systemd(message: str) -> None:
@@ -345,18 +334,19 @@ def _wait_for_daemon(mountpoint: str, timeout: float = 10.0) -> None:
                 os.kill(int(pid_file.read()), signal.SIGTERM)
         except (OSError, ValueError):
             pass  # gone meanwhile
-    else:  # a killed daemon left its pid and status files
-        for suffix in ("pid", "status"):
-            _remove_if_dead(state_file(mountpoint, suffix))
+    else:
+        _remove_leftovers(mountpoint)
 
 
-def _remove_if_dead(path: str) -> None:
-    """Remove a daemon's pid or status file if the daemon it names is dead."""
+def _remove_leftovers(mountpoint: str) -> None:
+    """The pid and status files a killed daemon left (it writes its status file only while
+    its pid file is there)."""
+    pid_path = state_file(mountpoint, "pid")
     try:
-        with open(path) as state:
-            text = state.read()
-        pid = int(text) if text.strip().isdigit() else json.loads(text)["pid"]
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(pid_path) as pid_file:
+            pid = int(pid_file.read())
+    except (OSError, ValueError):
         return
     if not is_alive(pid):
-        Path(path).unlink(missing_ok=True)
+        for path in (pid_path, state_file(mountpoint, "status")):
+            Path(path).unlink(missing_ok=True)

@@ -1,7 +1,6 @@
 """Local disk for files being copied in: each mount's own folder, locked while it lives."""
 
 import errno
-import fcntl
 import logging
 import os
 import secrets
@@ -9,6 +8,7 @@ import shutil
 import tempfile
 import time
 
+from . import locks
 from .errors import ChangeInPlace
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ class StagingArea:
         os.makedirs(staging_dir, mode=0o700, exist_ok=True)
         _remove_dead(staging_dir)
         self.path = tempfile.mkdtemp(prefix=f"mount-{os.getpid()}-", dir=staging_dir)
-        self._lock_fd = os.open(os.path.join(self.path, self.LOCK),
-                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_fd = locks.hold(os.path.join(self.path, self.LOCK), wait=True)
 
     def new_file(self, project: str, name: str) -> StagedFile:
         return StagedFile(project, name, os.path.join(self.path, secrets.token_hex(8)))
@@ -103,13 +101,6 @@ def _remove_dead(staging_dir: str) -> None:
 
 def _is_alive(folder: str) -> bool:
     try:
-        lock_fd = os.open(os.path.join(folder, StagingArea.LOCK), os.O_RDWR | os.O_CLOEXEC)
+        return locks.is_held(os.path.join(folder, StagingArea.LOCK))
     except FileNotFoundError:  # being made this instant, or left by a pkgfs before locks
         return time.time() - os.stat(folder).st_mtime < _UNLOCKED_GRACE
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(lock_fd)
-    return False

@@ -163,7 +163,8 @@ class PackageTree:
         return self.create(parts)
 
     def reopen(self, staged: StagedFile, *, writing: bool) -> StagedFile:
-        """Another open of a file being written: to read what is staged, never to write."""
+        """Another open of a file being written: to read what is staged, or to write it
+        again once its writer has closed it (a temporary waiting for its rename)."""
         with self._lock:
             if writing and staged.writing:
                 raise Busy(f"{staged.name} is being written: one writer at a time")
@@ -197,11 +198,12 @@ class PackageTree:
             self.figures.stored()
         except AlreadyExists:
             stored = self._stored_with_the_same_bytes(project, filename, metadata)
-        except Changed as error:
-            staged.dirty, staged.published = False, True
+        except Changed as error:  # stored, then replaced at once by another writer
             log.warning("%s: the next listing shows what is there", error)
-            return
+            stored = None
         staged.dirty, staged.published = False, True
+        if stored is None:
+            return
         if self.index:  # before the catalog shows it, so no page asks the store
             self.index.copied_in(stored, staged.path, metadata)
         self.catalog.added(stored)

@@ -97,8 +97,8 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
         """Up to ``length`` bytes from ``start`` (fewer at the end), with the file's stored
-        metadata, in one request. NotFound if the file is gone or is no longer the
-        content that was listed."""
+        metadata, in one request. NotFound if the file is gone, Changed if it is no longer
+        the content that was listed."""
 
     def capacity(self) -> tuple[int, int] | None:
         """Bytes in all and free, where the store has a size (a filesystem); else None."""

@@ -200,8 +200,7 @@ class S3Storage(Storage):
             return StoredFile(project, filename, size, time.time(), key)
         if _from_s3_metadata(head.get("Metadata", {})).get("hash_sha256") != sha256:
             raise Changed(f"{key} was replaced by another writer as soon as it was stored")
-        return StoredFile(project, filename, head["ContentLength"],
-                          head["LastModified"].timestamp(), key, head["ETag"])
+        return _headed(project, filename, key, head)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         key = self.key(project, filename)
@@ -209,8 +208,7 @@ class S3Storage(Storage):
             head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
         except NotFound:
             return None
-        return StoredFile(project, filename, head["ContentLength"],
-                          head["LastModified"].timestamp(), key, head["ETag"])
+        return _headed(project, filename, key, head)
 
     def _only_if_new(self, params: dict, **_) -> None:
         """botocore's hook before a PUT or a multipart completion: If-None-Match for the keys
@@ -252,10 +250,6 @@ class S3Storage(Storage):
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": stored.location},
             ExpiresIn=expires_in)
-
-    def get_range(self, stored: StoredFile, start: int, length: int) -> bytes:
-        """The bytes of a stored file from ``start``, ``length`` of them or up to its end."""
-        return self._call(self._get(stored, start, start + length - 1)["Body"].read)
 
     def open_stream(self, stored: StoredFile, start: int):
         """The body of a GET of a stored file from ``start`` to its end."""
@@ -336,6 +330,12 @@ def _failure_into(figures: Figures):
         figures.request(_KINDS.get(operation, operation))
         figures.failed(f"{operation}: {type(exception).__name__}")
     return count
+
+
+def _headed(project: str, filename: str, key: str, head: dict) -> StoredFile:
+    """The StoredFile a HEAD describes."""
+    return StoredFile(project, filename, head["ContentLength"], head["LastModified"].timestamp(),
+                      key, head["ETag"])
 
 
 def _pinned(stored: StoredFile) -> dict[str, str]:

@@ -85,7 +85,7 @@ class S3Reader(Reader):
         self._segments.clear()
         rest = self._size - offset
         length = rest if self._size <= SMALL_FILE else min(max(size, READ_WINDOW), rest)
-        self._segments.append((offset, self._storage.get_range(self._stored, offset, length)))
+        self._segments.append((offset, self._storage.fetch(self._stored, offset, length).data))
 
     def _stream_on(self, end: int) -> None:
         """Sequential reads: take chunks from the open-ended GET, opening it once."""
