@@ -5,12 +5,16 @@ import threading
 import time
 from typing import Callable
 
-from .errors import PkgfsError
+from .errors import PkgfsError, StorageUnavailable
 from .storage import Storage, StoredFile, report_skipped
 
 log = logging.getLogger(__name__)
 
 Tree = dict[str, dict[str, StoredFile]]
+
+# Seconds after a failed listing during which lookups fail at once rather than
+# each making the store wait for another listing.
+RETRY_AFTER = 2.0
 
 
 class Catalog:
@@ -24,24 +28,29 @@ class Catalog:
     behind the store), and a finished listing is always used, however long it
     took.
 
+    One listing is in flight at a time, and everyone waiting for it gets its
+    outcome together: a lookup waits ``wait_limit`` seconds at most (the
+    listing goes on). After a failed listing, lookups that need one fail at
+    once for ``retry_after`` seconds instead of each starting another.
+
     What is shown is a snapshot that never changes: a listing is built aside
     and swapped in whole, and this mount's own writes and removals make a new
     snapshot at once, so readers never iterate something that changes under
-    them. A write during a background listing is replayed onto it.
+    them. A write during a listing is replayed onto it.
     """
 
-    def __init__(self, storage: Storage, ttl: float):
+    def __init__(self, storage: Storage, ttl: float, *, wait_limit: float = 60.0,
+                 retry_after: float = RETRY_AFTER):
         self.storage = storage
         self.ttl = ttl
+        self.wait_limit = wait_limit
+        self.retry_after = retry_after
         self._snapshot: Tree | None = None
         self._listed_at = 0.0  # time.monotonic() when the snapshot's listing began
         self._expires_at = 0.0  # and when it is too old to show: ttl after it was made
-        # Held while listing in the foreground, so that concurrent lookups
-        # wait for one listing instead of each starting its own.
         self._lock = threading.Lock()
-        # This mount's changes since a background listing began, to replay
-        # onto it; None while none runs.
-        self._replay: list[tuple[Callable[[Tree, StoredFile], Tree], StoredFile]] | None = None
+        self._listing: _Listing | None = None  # the one in flight
+        self._failed: _Listing | None = None  # the last, if it failed less than retry_after ago
         # Goes up whenever what the catalog shows may have changed: pages made
         # from it are good while it stays the same.
         self.generation = 0
@@ -63,16 +72,28 @@ class Catalog:
         """
         self._listeners.append(listener)
 
+    def start(self) -> None:
+        """List the store in the background now, so that the first ``ls`` finds it listed."""
+        with self._lock:
+            self._begin_listing()
+
     def tree(self) -> Tree:
         with self._lock:
             now = time.monotonic()
-            if self._snapshot is None or now >= self._expires_at:
-                self._install(self._list(), now)
-            elif now >= self._expires_at - self.ttl / 2 and self._replay is None:
-                self._replay = []
-                threading.Thread(target=self._refresh, name="catalog-refresh",
-                                 daemon=True).start()
-            return self._snapshot
+            if self._snapshot is not None and now < self._expires_at:
+                if now >= self._expires_at - self.ttl / 2 and not self._retrying(now):
+                    self._begin_listing()
+                return self._snapshot
+            if self._retrying(now):
+                raise self._failed.failure()
+            listing = self._begin_listing()
+        if not listing.done.wait(self.wait_limit):
+            raise StorageUnavailable(
+                f"listing the store has taken over {self.wait_limit:g}s (it goes on in the "
+                "background): try again soon, or raise pkgfs.list_timeout")
+        if listing.error is not None:
+            raise listing.failure()
+        return self._snapshot
 
     def project(self, project: str) -> dict[str, StoredFile] | None:
         return self.tree().get(project)
@@ -92,27 +113,44 @@ class Catalog:
         with self._lock:
             if self._snapshot is not None:
                 self._snapshot = change(self._snapshot, stored)
-            if self._replay is not None:
-                self._replay.append((change, stored))
+            if self._listing is not None:
+                self._listing.replay.append((change, stored))
             self._changed({stored.project})
 
-    def _refresh(self) -> None:
-        """List the store in the background; lookups meanwhile get the snapshot shown."""
-        started = time.monotonic()
+    def _retrying(self, now: float) -> bool:
+        """Whether the last listing failed so recently that none is started yet."""
+        return self._failed is not None and now < self._failed.ended + self.retry_after
+
+    def _begin_listing(self) -> "_Listing":
+        """The listing in flight, started now if none is. Called with the lock held."""
+        if self._listing is None:
+            self._listing = _Listing()
+            threading.Thread(target=self._run, args=(self._listing,), name="catalog-listing",
+                             daemon=True).start()
+        return self._listing
+
+    def _run(self, listing: "_Listing") -> None:
+        """Make a listing; lookups meanwhile get the snapshot shown, or wait for this one."""
         try:
             tree = self._list()
-            with self._lock:
-                for change, stored in self._replay:
-                    tree = change(tree, stored)
-                if started > self._listed_at:  # no newer listing was shown meanwhile
-                    self._install(tree, started)
         except PkgfsError as error:
-            # The snapshot stays until it expires; then a lookup lists in the
-            # foreground and reports what is wrong.
-            log.warning("listing the store in the background failed: %s", error)
-        finally:
-            with self._lock:
-                self._replay = None
+            listing.error = error
+            log.warning("listing the store failed: %s", error)
+        except Exception as error:  # a bug: told in the log, and lookups get EIO
+            log.exception("listing the store failed")
+            listing.error = PkgfsError(f"listing the store failed: {error!r}")
+        with self._lock:
+            listing.ended = time.monotonic()
+            self._listing = None
+            if listing.error is not None:
+                self._failed = listing
+            else:
+                self._failed = None
+                for change, stored in listing.replay:
+                    tree = change(tree, stored)
+                if listing.started > self._listed_at:  # no newer listing was shown meanwhile
+                    self._install(tree, listing.started)
+        listing.done.set()
 
     def _install(self, tree: Tree, started: float) -> None:
         if self._snapshot is not None:
@@ -143,6 +181,22 @@ class Catalog:
         log.debug("listed %d files in %d projects in %.3fs",
                   count, len(tree), time.monotonic() - started)
         return tree
+
+
+class _Listing:
+    """One listing of the store: who waits for it waits on ``done``."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.ended = 0.0
+        self.done = threading.Event()
+        self.error: PkgfsError | None = None
+        # This mount's changes while it runs, to replay onto it.
+        self.replay: list[tuple[Callable[[Tree, StoredFile], Tree], StoredFile]] = []
+
+    def failure(self) -> PkgfsError:
+        """The listing's error, for one more waiter: each raises an exception of its own."""
+        return type(self.error)(str(self.error))
 
 
 def _with(tree: Tree, stored: StoredFile) -> Tree:

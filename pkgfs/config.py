@@ -32,6 +32,8 @@ ALIASES = {
     "aws.buffer_time": ("storage.buffer_time",),
     "pkgfs.cache_ttl": (),
     "pkgfs.timeout": (),
+    "pkgfs.list_timeout": (),
+    "pkgfs.list_concurrency": (),
     "pkgfs.cache_dir": (),
     "pkgfs.index": (),
     "pkgfs.presigned_urls": (),
@@ -43,6 +45,8 @@ S3_KINDS = ("s3", "pypicloud.storage.S3Storage", "pypicloud.storage.s3.S3Storage
 
 DEFAULT_CACHE_TTL = 60.0
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_LIST_TIMEOUT = 60.0
+DEFAULT_LIST_CONCURRENCY = 16
 
 
 def default_store_dir() -> str:
@@ -79,7 +83,9 @@ def default_cache_dir() -> str:
 class Config:
     store: FileStoreConfig | S3StoreConfig
     cache_ttl: float = DEFAULT_CACHE_TTL  # seconds a listing is trusted
-    timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take
+    timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take, retries included
+    list_timeout: float = DEFAULT_LIST_TIMEOUT  # seconds a lookup waits for a listing
+    list_concurrency: int = DEFAULT_LIST_CONCURRENCY  # S3: parts of the store listed at once
     allow_overwrite: bool = False  # may a copy replace a stored file of the same name
     cache_dir: str = field(default_factory=default_cache_dir)
     index: bool = True  # generate index.html, index.json and <wheel>.metadata
@@ -141,6 +147,10 @@ def _parse(raw: dict[str, str], here: str) -> Config:
         store,
         cache_ttl=_number(options, "pkgfs.cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
         timeout=_number(options, "pkgfs.timeout", DEFAULT_TIMEOUT, minimum=0.1),
+        list_timeout=_number(options, "pkgfs.list_timeout", DEFAULT_LIST_TIMEOUT, minimum=0.1),
+        list_concurrency=int(_number(options, "pkgfs.list_concurrency",
+                                     DEFAULT_LIST_CONCURRENCY, minimum=1, integer=True,
+                                     unit="requests")),
         allow_overwrite=_boolean(options, "pypi.allow_overwrite", False),
         cache_dir=os.path.join(here, os.path.expanduser(
             options.get("pkgfs.cache_dir") or default_cache_dir())),
@@ -227,14 +237,14 @@ def _boolean(options: dict[str, str], name: str, default: bool) -> bool:
 
 
 def _number(options: dict[str, str], name: str, default: float, *, minimum: float,
-            integer: bool = False) -> float:
+            integer: bool = False, unit: str = "seconds") -> float:
     value = options.get(name)
     if value is None:
         return default
     try:
         number = int(value) if integer else float(value)
     except ValueError:
-        kind = "a whole number of seconds" if integer else "a number of seconds"
+        kind = f"a {'whole ' if integer else ''}number of {unit}"
         raise ConfigError(f"{name} = {value} is not {kind}") from None
     if not number >= minimum:  # also refuses nan
         raise ConfigError(f"{name} = {value} must be at least {minimum:g}")

@@ -101,7 +101,8 @@ def open_storage(config: Config, figures: Figures | None = None) -> Storage:
     return S3Storage(
         store.bucket, prefix=store.prefix, prepend_hash=store.prepend_hash, region=store.region,
         endpoint_url=store.endpoint_url, access_key=store.access_key,
-        secret_key=store.secret_key, timeout=config.timeout, figures=figures)
+        secret_key=store.secret_key, timeout=config.timeout,
+        list_concurrency=config.list_concurrency, figures=figures)
 
 
 # What a FUSE mount whose daemon died answers.
@@ -189,7 +190,7 @@ def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
 
     from .fs import PackageFS
 
-    catalog = Catalog(storage, config.cache_ttl)
+    catalog = Catalog(storage, config.cache_ttl, wait_limit=config.list_timeout)
     tree = PackageTree(catalog, config.staging_dir, read_only=options.read_only,
                        allow_overwrite=config.allow_overwrite, index=_index(config, catalog),
                        figures=figures)

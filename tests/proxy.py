@@ -9,7 +9,9 @@ import time
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to an upstream port.
 
-    Cut, it drops every connection; stalled, it holds them open and says nothing.
+    Cut, it drops every connection; stalled, it holds them open and says nothing;
+    dripping, it passes answers on a byte at a time, ``drip`` seconds apart;
+    refusing, it answers every request with S3's 503 SlowDown itself.
     With ``latency``, each new connection and each request (what the client
     sends after an answer) waits that long: a distant S3 on loopback.
     """
@@ -29,6 +31,9 @@ class CuttableProxy:
         self._forwarded = 0
         self._closed = False
         self.drop_range = False  # strip Range headers: an endpoint that ignores them
+        self.drop_if_none_match = False  # an endpoint without conditional writes
+        self.drip: float | None = None  # seconds between the bytes of answers
+        self.refusing = False  # answer 503 SlowDown to everything
         self._in_flight = 0
         self.peak_in_flight = 0  # the most requests that waited for an answer at once
         threading.Thread(target=self._accept, daemon=True).start()
@@ -55,6 +60,8 @@ class CuttableProxy:
         with self._lock:
             self._down = False
             self._stalled = False
+            self.drip = None
+            self.refusing = False
             self._cut_after = None
             for connection in self._held:
                 _shut(connection)
@@ -79,6 +86,9 @@ class CuttableProxy:
             if down:
                 _shut(client)
                 continue
+            if self.refusing:
+                threading.Thread(target=_slow_down, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             except OSError:
@@ -101,6 +111,8 @@ class CuttableProxy:
                     return
                 if upstream and turn["request"]:
                     self._count_in_flight(+1)
+                    if self.drop_if_none_match:
+                        data = re.sub(rb"(?im)^if-none-match:[^\r\n]*\r\n", b"", data)
                     if self.drop_range:
                         data = re.sub(rb"(?im)^range:[^\r\n]*\r\n", b"", data)
                     if self.latency:
@@ -110,10 +122,20 @@ class CuttableProxy:
                 turn["request"] = not upstream
                 while self._stalled and not self._closed:
                     time.sleep(0.05)
+                if not upstream:
+                    data = self._dripped(data, target)
                 target.sendall(data)
         except OSError:
             pass
         _shut(target)
+
+    def _dripped(self, data: bytes, target: socket.socket) -> bytes:
+        """Send ``data`` a byte at a time while dripping; what is left once it stops."""
+        while data and self.drip and not self._closed:
+            target.sendall(data[:1])
+            data = data[1:]
+            time.sleep(self.drip)
+        return data
 
     def _count_in_flight(self, change: int) -> None:
         with self._lock:
@@ -135,3 +157,33 @@ def _shut(connection: socket.socket) -> None:
     except OSError:
         pass
     connection.close()
+
+
+_SLOW_DOWN = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>"
+              b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+def _slow_down(client: socket.socket) -> None:
+    """Read one request and answer it as a throttled S3 does."""
+    try:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        remaining = int(length.group(1)) - len(body) if length else 0
+        while remaining > 0:
+            chunk = client.recv(min(remaining, 65536))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+        client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_SLOW_DOWN)
+                       + _SLOW_DOWN)
+    except OSError:
+        pass
+    finally:
+        _shut(client)

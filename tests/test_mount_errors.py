@@ -168,8 +168,7 @@ def test_endpoint_that_never_answers_times_out(mounts):
         error = mount_fails(mounts, "[pkgfs]\npypi.storage = s3\naws.bucket = b1\n"
                                     f"aws.endpoint_url = http://127.0.0.1:{port}\n"
                                     "aws.access_key = a\naws.secret_key = b\npkgfs.timeout = 0.5\n")
-    assert f"cannot reach http://127.0.0.1:{port} (" in error
-    assert "TimeoutError)" in error
+    assert f"http://127.0.0.1:{port} did not answer within 0.5s (pkgfs.timeout)" in error
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,11 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import boto3
@@ -40,6 +42,11 @@ _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
 # A multipart upload begun this long ago was abandoned (seconds): a day.
 ABANDONED_AFTER = 86400.0
 
+# Requests to the store in flight at once; more wait for one to end, within
+# their deadline. A request that outlived its deadline holds its slot until
+# the endpoint lets go of it.
+REQUESTS_IN_FLIGHT = 64
+
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20,
                            max_concurrency=4)
 
@@ -47,7 +54,11 @@ _ACCESS_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                  "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 # A conditional write (If-None-Match: *) that found the key taken, or raced another.
-_TAKEN_CODES = ("(PreconditionFailed)", "(ConditionalRequestConflict)", "(412)", "(409)")
+_TAKEN_ERRORS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+_TAKEN_CODES = tuple(f"({code})" for code in _TAKEN_ERRORS)  # as S3UploadFailedError says them
+# Files up to this size are PUT once more to check that the endpoint refuses a
+# conditional write of a key that exists (at the first store of a mount).
+PROBE_SIZE = 4 << 20
 
 
 class _Taken(StorageError):
@@ -58,7 +69,8 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0, figures: Figures | None = None,
+                 timeout: float = 10.0, list_concurrency: int = 16,
+                 figures: Figures | None = None,
                  abandoned_after: float = ABANDONED_AFTER):
         self.bucket = bucket
         self.prefix = prefix
@@ -67,18 +79,29 @@ class S3Storage(Storage):
         self.endpoint = endpoint_url or "AWS S3"
         self._failed_uploads: dict[str, float] = {}  # key -> when its upload failed
         self._only_new: set[str] = set()  # keys being stored that must not exist yet
+        # Does the endpoint refuse a conditional PUT of a key that exists? None until a
+        # store tried (_check_conditional_writes).
+        self.honours_if_none_match: bool | None = None
         self.abandoned_after = abandoned_after
+        self.timeout = timeout
+        self.list_concurrency = list_concurrency
         self._lock = threading.Lock()
+        self._request_slots = threading.BoundedSemaphore(REQUESTS_IN_FLIGHT)
+        self._request = threading.local()  # the outcome of the request a thread makes
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
+        # ``timeout`` is each request's deadline, its attempts included (_call): an
+        # endpoint that says nothing gets two attempts in it, one answering 503
+        # three.
         self.client = session.client("s3", endpoint_url=endpoint_url, config=BotoConfig(
-            connect_timeout=timeout,
-            read_timeout=timeout,
+            connect_timeout=timeout / 2,
+            read_timeout=timeout / 2,
             retries={"mode": "standard", "max_attempts": 3},
-            max_pool_connections=32,
+            max_pool_connections=REQUESTS_IN_FLIGHT,
             # S3-compatible stores (MinIO, Ceph, moto) rarely resolve bucket subdomains.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         ))
+        self.client.meta.events.register("needs-retry.s3", self._note_answer)
         for operation in ("PutObject", "CompleteMultipartUpload"):
             self.client.meta.events.register(f"before-parameter-build.s3.{operation}",
                                              self._only_if_new)
@@ -122,19 +145,55 @@ class S3Storage(Storage):
                 f"bucket {self.bucket} does not exist and could not be created: {error}") from None
 
     def list_files(self) -> Iterator[StoredFile]:
+        """One LIST for a store of up to 1000 files; a bigger one is listed from there in
+        ``list_concurrency`` key ranges at once (S3 lists one range a request at a time):
+        ceil(N/1000) LIST requests and at most one more a range."""
         self._abort_failed_uploads()
-        pages = iter(self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix))
-        # Each page is a request: fetch each through _call, so its errors translate.
-        while (page := self._listed_page(pages)) is not None:
-            for item in page.get("Contents", []):
-                found = self._stored_file(item)
-                if found is not None:
-                    yield found
+        first = self._list_page()
+        keys = first.get("Contents", [])
+        yield from self._stored_files(keys)
+        if not first.get("IsTruncated"):
+            return
+        listed_to = keys[-1]["Key"]
+        ranges = [(max(start, listed_to), end) for start, end in self._key_ranges()
+                  if end is None or end > listed_to]
+        with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="s3-list") as pool:
+            for found in pool.map(self._list_range, *zip(*ranges)):
+                yield from found
 
-    def _listed_page(self, pages) -> dict | None:
+    def _key_ranges(self) -> list[tuple[str, str | None]]:
+        """The key space under the prefix cut into ``list_concurrency`` ranges of about as
+        many files: by hash folder (its hex digits are evenly spread), else by the first
+        letter of the project. Each range is (after this key, before this one)."""
+        if self.prepend_hash:
+            firsts = [f"{number:02x}" for number in range(256)]
+        else:
+            firsts = list("0123456789abcdefghijklmnopqrstuvwxyz")
+        count = min(self.list_concurrency, len(firsts))
+        cuts = sorted({self.prefix + firsts[len(firsts) * part // count]
+                       for part in range(1, count)})
+        return list(zip([self.prefix, *cuts], [*cuts, None]))
+
+    def _list_range(self, after: str, before: str | None) -> list[StoredFile]:
+        """The files with keys in a range: pages from ``after`` until one passes ``before``."""
+        found: list[StoredFile] = []
+        arguments = {"StartAfter": after}
+        while True:
+            page = self._list_page(**arguments)
+            keys = page.get("Contents", [])
+            within = [item for item in keys if before is None or item["Key"] < before]
+            found += self._stored_files(within)
+            if len(within) < len(keys) or not page.get("IsTruncated"):
+                return found
+            arguments = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _stored_files(self, keys: list[dict]) -> list[StoredFile]:
+        return [found for found in map(self._stored_file, keys) if found is not None]
+
+    def _list_page(self, **arguments) -> dict:
         try:
-            return self._call(next, pages, None)
+            return self._call(self.client.list_objects_v2, Bucket=self.bucket,
+                              Prefix=self.prefix, **arguments)
         except NotFound:  # a bucket deleted under the mount: an error, never an empty mount
             raise StorageUnavailable(f"bucket {self.bucket} does not exist any more: make it "
                                      "again, or mount another") from None
@@ -163,6 +222,9 @@ class S3Storage(Storage):
         s3_metadata = _s3_metadata(metadata)
         s3_metadata.update(name=project, version=parse_filename(filename).version)
         self._abort_failed_uploads()
+        if not replace and self.honours_if_none_match is False and self.find(project, filename):
+            # The endpoint would overwrite it: a HEAD first narrows the race to its window.
+            raise AlreadyExists(f"{project}/{filename} is stored already")
         # The transfer manager uploads in parts above the threshold: S3 shows
         # the object only once the whole of it is there. Without replace, the
         # PUT (or the multipart upload's completion) is conditional.
@@ -170,7 +232,8 @@ class S3Storage(Storage):
             if not replace:
                 self._only_new.add(key)
         try:
-            self._call(self.client.upload_file, source, self.bucket, key,
+            # Not bounded by the deadline: an upload takes as long as its size.
+            self._translated(self.client.upload_file, source, self.bucket, key,
                        ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
         except _Taken:
             raise AlreadyExists(f"{project}/{filename} is stored already") from None
@@ -182,8 +245,37 @@ class S3Storage(Storage):
         finally:
             with self._lock:
                 self._only_new.discard(key)
-        return self._stored_as(project, filename, key, os.path.getsize(source),
-                               metadata["hash_sha256"])
+        size = os.path.getsize(source)
+        if not replace and self.honours_if_none_match is None and size <= PROBE_SIZE:
+            self._check_conditional_writes(key, source, s3_metadata)
+        return self._stored_as(project, filename, key, size, metadata["hash_sha256"])
+
+    def _check_conditional_writes(self, key: str, source: str, metadata: dict[str, str]) -> None:
+        """Once a mount, after a store: the same bytes PUT again under If-None-Match must be
+        refused (412). An endpoint that stores them instead ignores conditional writes (it
+        rewrote what was there with the same bytes): two writers of one name would
+        overwrite each other unseen, which is said once, in the log."""
+        def put_again() -> bool:
+            try:
+                with open(source, "rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                           Metadata=metadata, IfNoneMatch="*")
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in _TAKEN_ERRORS:
+                    return True
+                raise
+            return False
+
+        try:
+            self.honours_if_none_match = self._call(put_again)
+        except StorageError as error:
+            log.info("could not check that %s honours If-None-Match: %s", self.endpoint, error)
+            return
+        if not self.honours_if_none_match:
+            log.warning("%s ignores If-None-Match (conditional writes): two writers of one name "
+                        "can overwrite each other unseen; this mount asks with a HEAD first, "
+                        "which narrows the race but cannot close it. Use an endpoint that "
+                        "supports conditional writes (AWS S3, MinIO, Ceph RGW)", self.endpoint)
 
     def _stored_as(self, project: str, filename: str, key: str, size: int,
                    sha256: str) -> StoredFile:
@@ -243,8 +335,12 @@ class S3Storage(Storage):
 
     def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
         # S3 answers a GET with the object's user metadata: no HEAD needed.
-        response = self._get(stored, start, start + length - 1)
-        return Fetched(self._call(response["Body"].read), _from_s3_metadata(response["Metadata"]))
+        return self._call(self._fetch, stored, start, start + length - 1)
+
+    def _fetch(self, stored: StoredFile, start: int, end: int) -> Fetched:
+        """The GET and the reading of its body, within one deadline."""
+        response = self._get(stored, start, end)
+        return Fetched(response["Body"].read(), _from_s3_metadata(response["Metadata"]))
 
     def url(self, stored: StoredFile, expires_in: int) -> str:
         return self.client.generate_presigned_url(
@@ -252,14 +348,36 @@ class S3Storage(Storage):
             ExpiresIn=expires_in)
 
     def open_stream(self, stored: StoredFile, start: int):
-        """The body of a GET of a stored file from ``start`` to its end."""
-        return self._get(stored, start, None)["Body"]
+        """The body of a GET of a stored file from ``start`` to its end; read it with
+        ``read_stream``."""
+        return self._call(self._get, stored, start, None)["Body"]
+
+    def read_stream(self, body, size: int) -> bytes:
+        """Up to ``size`` bytes of a body from ``open_stream``: each socket read is bounded by
+        the read timeout, not the whole (the caller bounds its wait)."""
+        return self._translated(body.read, size)
+
+    @staticmethod
+    def close_stream(body) -> None:
+        """Close a body from ``open_stream`` at once, though another thread is reading it:
+        closing the body alone waits for that read, which a dripping endpoint never ends.
+        Shutting its socket down ends the read first."""
+        try:
+            # urllib3's response under botocore's body: its socket, through a descriptor of
+            # our own (shutting down one descriptor shuts the socket down).
+            descriptor = os.dup(body._raw_stream.fileno())
+            with socket.socket(fileno=descriptor) as connection:
+                connection.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError, ValueError):
+            pass  # closed already
+        body.close()
 
     def _get(self, stored: StoredFile, start: int, end: int | None) -> dict:
-        """A ranged GET, pinned to the content that was listed, that got what it asked for."""
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=stored.location,
-                              Range=f"bytes={start}-{'' if end is None else end}",
-                              **_pinned(stored))
+        """A ranged GET, pinned to the content that was listed, that got what it asked for.
+        Called within _call."""
+        response = self.client.get_object(Bucket=self.bucket, Key=stored.location,
+                                          Range=f"bytes={start}-{'' if end is None else end}",
+                                          **_pinned(stored))
         # An endpoint that ignores Range answers 200 with the whole object: its
         # bytes from 0 must never be taken for bytes from ``start``.
         answered = response.get("ContentRange", "")
@@ -270,6 +388,56 @@ class S3Storage(Storage):
         return response
 
     def _call(self, operation: Callable, *args, **kwargs):
+        """Run one request to the store, retries included, within ``timeout`` seconds, whatever
+        the endpoint does (silent, dripping, answering 503); its errors become the errors of
+        pkgfs.errors. The request runs in a thread of its own: one that outlives its deadline
+        is left to end when the endpoint lets go."""
+        return self._translated(self._within_deadline, operation, *args, **kwargs)
+
+    def _within_deadline(self, operation: Callable, *args, **kwargs):
+        deadline = time.monotonic() + self.timeout
+        if not self._request_slots.acquire(timeout=self.timeout):
+            raise self._no_answer()
+        outcome: dict = {}
+        done = threading.Event()
+
+        def run() -> None:
+            self._request.outcome = outcome
+            try:
+                outcome["value"] = operation(*args, **kwargs)
+            except BaseException as error:  # handed to the caller, which raises it
+                outcome["error"] = error
+            finally:
+                self._request_slots.release()
+                done.set()
+
+        threading.Thread(target=run, name="s3-request", daemon=True).start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise self._no_answer(outcome.get("answered"))
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _no_answer(self, answered: str | None = None) -> StorageUnavailable:
+        if answered:
+            return StorageUnavailable(
+                f"{self.endpoint} answered {answered} to every attempt within {self.timeout:g}s "
+                "(pkgfs.timeout): the store is overloaded or failing; try again later")
+        return StorageUnavailable(f"{self.endpoint} did not answer within {self.timeout:g}s "
+                                  "(pkgfs.timeout): check the endpoint and the network")
+
+    def _note_answer(self, response, **_) -> None:
+        """botocore's hook after each attempt: an error answer is told if the deadline cuts
+        the retries (a throttling S3 is no silent one)."""
+        outcome = getattr(self._request, "outcome", None)
+        if outcome is None or response is None:
+            return  # no request of ours, or no answer at all
+        http_response, parsed = response
+        if http_response.status_code >= 500:
+            code = parsed.get("Error", {}).get("Code", "")
+            outcome["answered"] = f"S3 error {code} (HTTP {http_response.status_code})"
+
+    def _translated(self, operation: Callable, *args, **kwargs):
         """Run one boto3 call; its errors become the errors of pkgfs.errors."""
         try:
             return operation(*args, **kwargs)
@@ -306,6 +474,11 @@ class S3Storage(Storage):
         if code in _ACCESS_CODES or code == "403":
             return AccessDenied(f"access to bucket {self.bucket} denied ({code}): check the "
                                 "credentials and the bucket policy")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500:
+            return StorageUnavailable(f"S3 error {code or 'unknown'} (HTTP {status}) on bucket "
+                                      f"{self.bucket}: the store is overloaded or failing; "
+                                      "try again later")
         return StorageError(f"S3 error {code or 'unknown'} on bucket {self.bucket}")
 
 
@@ -319,7 +492,10 @@ _KINDS = {"ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "GetObject": 
 def _counted_into(figures: Figures):
     def count(model, http_response, **_) -> None:
         figures.request(_KINDS.get(model.name, model.name))
-        if http_response.status_code >= 400:
+        # A conditional write refused is a copy refused (counted as such), not a failure.
+        refused = http_response.status_code in (409, 412) and model.name in (
+            "PutObject", "CompleteMultipartUpload")
+        if http_response.status_code >= 400 and not refused:
             figures.failed(f"{model.name}: HTTP {http_response.status_code}")
     return count
 

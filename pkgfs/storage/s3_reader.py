@@ -1,15 +1,18 @@
 """Reading an S3 object through the mount: few GETs, pinned to the listed ETag, read ahead."""
 
 import collections
+import logging
 import queue
 import threading
 from typing import TYPE_CHECKING
 
-from ..errors import NotFound, StorageError
+from ..errors import NotFound, StorageError, StorageUnavailable
 from . import Reader, StoredFile
 
 if TYPE_CHECKING:
     from .s3 import S3Storage
+
+log = logging.getLogger(__name__)
 
 # What one GET fetches around a read that is not sequential (a wheel's zip
 # directory, at its end), and what a sequential read takes from its stream at
@@ -132,18 +135,27 @@ class _Prefetcher:
     def _run(self) -> None:
         try:
             while not self._stopped.is_set():
-                chunk = self._storage._call(self._body.read, READ_WINDOW)
+                chunk = self._storage.read_stream(self._body, READ_WINDOW)
                 self._chunks.put(chunk)
                 if not chunk:
                     return
         except StorageError as error:
             self._chunks.put(error)
-        except ValueError:
-            pass  # closed while reading: the reader has gone
+        except Exception as error:
+            if self._stopped.is_set():
+                return  # closed while reading: the reader has gone
+            log.exception("reading ahead failed")
+            self._chunks.put(StorageError(f"reading ahead failed: {error!r}"))
 
     def next_chunk(self) -> bytes:
-        """The next chunk of the body; empty at its end."""
-        chunk = self._chunks.get()
+        """The next chunk of the body; empty at its end. Waits ``timeout`` seconds at most:
+        an endpoint that drips its answer fails the read instead of holding it."""
+        try:
+            chunk = self._chunks.get(timeout=self._storage.timeout)
+        except queue.Empty:
+            raise StorageUnavailable(f"{self._storage.endpoint} sent no {READ_WINDOW >> 20} MiB "
+                                     f"of the file within {self._storage.timeout:g}s "
+                                     "(pkgfs.timeout)") from None
         if isinstance(chunk, StorageError):
             raise chunk
         if not chunk:
@@ -152,6 +164,6 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._stopped.set()
-        self._body.close()
+        self._storage.close_stream(self._body)
         while not self._chunks.empty():  # a producer blocked on a full queue moves on
             self._chunks.get_nowait()
