@@ -55,6 +55,12 @@ class PackageFS(Operations):
     # Reads, writes and closes of a file removed while open come with no path
     # (hard_remove): they go by handle, as they do anyway.
     flag_nullpath_ok = True
+    # Calls that have nothing to do here are not offered to libfuse at all, so that they
+    # never cost a trip through the daemon: folders open and close without it (ls -lR
+    # opens one per project), the kernel takes locks itself, and extended attributes
+    # answer ENOSYS once, after which the kernel stops asking.
+    opendir = releasedir = fsyncdir = access = lock = bmap = ioctl = None
+    getxattr = listxattr = setxattr = removexattr = None
 
     def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
         self.tree = tree

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import math
 import os
 import re
 import socket
@@ -145,34 +146,39 @@ class S3Storage(Storage):
                 f"bucket {self.bucket} does not exist and could not be created: {error}") from None
 
     def list_files(self) -> Iterator[StoredFile]:
-        """One LIST for a store of up to 1000 files; a bigger one is listed from there in
-        ``list_concurrency`` key ranges at once (S3 lists one range a request at a time):
-        ceil(N/1000) LIST requests and at most one more a range."""
+        """One LIST for a store of up to 1000 files; a bigger one is listed on from there in
+        key ranges at once (S3 lists one range a request at a time): ceil(N/1000) LIST
+        requests and at most one more a range."""
         self._abort_failed_uploads()
         first = self._list_page()
         keys = first.get("Contents", [])
         yield from self._stored_files(keys)
         if not first.get("IsTruncated"):
             return
-        listed_to = keys[-1]["Key"]
-        ranges = [(max(start, listed_to), end) for start, end in self._key_ranges()
-                  if end is None or end > listed_to]
+        ranges = self._key_ranges(keys[-1]["Key"])
         with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="s3-list") as pool:
             for found in pool.map(self._list_range, *zip(*ranges)):
                 yield from found
 
-    def _key_ranges(self) -> list[tuple[str, str | None]]:
-        """The key space under the prefix cut into ``list_concurrency`` ranges of about as
-        many files: by hash folder (its hex digits are evenly spread), else by the first
-        letter of the project. Each range is (after this key, before this one)."""
-        if self.prepend_hash:
-            firsts = [f"{number:02x}" for number in range(256)]
+    def _key_ranges(self, listed_to: str) -> list[tuple[str, str | None]]:
+        """The key space after ``listed_to`` cut into ranges, each (after this key, before
+        that one). With hash folders, whose hex digits are evenly spread, the first page
+        tells how big the store is: as many ranges as pages are left, up to
+        ``list_concurrency``. Without, ranges cut at the first letter of project names."""
+        rest = listed_to[len(self.prefix):]
+        if self.prepend_hash and _HASH_FOLDER.match(rest[:4]):
+            reached = int(rest[:4], 16) + 1  # of 65536 hash folders, in the first page
+            pages_left = (0x10000 - reached) / reached
+            count = max(1, min(self.list_concurrency, math.ceil(pages_left)))
+            cuts = [f"{reached + (0x10000 - reached) * part // count:04x}"
+                    for part in range(1, count)]
         else:
-            firsts = list("0123456789abcdefghijklmnopqrstuvwxyz")
-        count = min(self.list_concurrency, len(firsts))
-        cuts = sorted({self.prefix + firsts[len(firsts) * part // count]
-                       for part in range(1, count)})
-        return list(zip([self.prefix, *cuts], [*cuts, None]))
+            letters = [letter for letter in "0123456789abcdefghijklmnopqrstuvwxyz"
+                       if letter > rest[:1]]
+            count = max(1, min(self.list_concurrency, len(letters)))
+            cuts = [letters[len(letters) * part // count] for part in range(1, count)]
+        cuts = sorted({self.prefix + cut for cut in cuts if self.prefix + cut > listed_to})
+        return list(zip([listed_to, *cuts], [*cuts, None]))
 
     def _list_range(self, after: str, before: str | None) -> list[StoredFile]:
         """The files with keys in a range: pages from ``after`` until one passes ``before``."""
