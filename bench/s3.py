@@ -224,6 +224,19 @@ def index_cost(work: Path, proxy: CuttableProxy, moto: MotoServer, store: S3Stor
     return figures
 
 
+def cold_ls(work: Path, proxy: CuttableProxy, moto: MotoServer) -> float:
+    """Seconds a plain ``ls`` of a fresh mount's root takes: the listing of the store, and
+    one folder read."""
+    mounts = Mounts(work / "pkgfs-ls-state")
+    mounts.tmp_path.mkdir()
+    mountpoint = mounts.mount(s3_config(moto, **{"aws.endpoint_url": proxy.endpoint}),
+                              name="pkgfs-ls")
+    try:
+        return timed(["ls", mountpoint])
+    finally:
+        mounts.close()
+
+
 def sequential_listing(proxy: CuttableProxy) -> float:
     """Seconds a plain boto3 paginator takes to read every key under the prefix through the
     proxy, one page after another: the baseline of any single-stream lister."""
@@ -284,6 +297,7 @@ def main() -> int:
         print(f"filled the bucket with {arguments.files + 2} objects in "
               f"{time.perf_counter() - started:.0f} s (32 threads, straight into moto)", flush=True)
         baseline = sequential_listing(proxy)
+        root_ls = cold_ls(work, proxy, moto) if "pkgfs" in arguments.only else None
         wheels = work / "wheels"
         wheels.mkdir()
         for number in range(arguments.wheels):
@@ -306,6 +320,9 @@ def main() -> int:
         moto.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(results, arguments.files + 1, arguments.ls_limit, baseline)
+    if root_ls is not None:
+        print(f"pkgfs cold ls of the root (the listing): {root_ls:.2f} s, "
+              f"{root_ls / baseline:.2f}x the sequential pagination")
     if index:
         for run in ("first page", "page again", "after restart"):
             kinds = " ".join(f"{kind}={count}" for kind, count in

@@ -130,7 +130,9 @@ class PackageFS(Operations):
         return _attributes(stat.S_IFREG | 0o644, node.size, node.mtime)
 
     def readdir(self, path, fh):
-        return [".", "..", *self.tree.names(_split(path))]
+        """Names with their type (d_type), so that find and ls --color need no stat of each."""
+        return [".", "..", *((name, _FOLDER if folder else _FILE, 0)
+                             for name, folder in self.tree.entries(_split(path)))]
 
     def statfs(self, path):
         """The store's space, or, for S3, large numbers as s3ql and mountpoint-s3 give, so
@@ -297,6 +299,9 @@ def _attributes(mode: int, size: int, mtime: float, links: int = 1) -> dict:
     return {"st_mode": mode, "st_nlink": links, "st_size": size,
             "st_blocks": (size + 511) // 512, "st_uid": os.getuid(), "st_gid": os.getgid(),
             "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns}
+
+
+_FOLDER, _FILE = {"st_mode": stat.S_IFDIR}, {"st_mode": stat.S_IFREG}
 
 
 def _split(path: str) -> list[str]:

@@ -126,19 +126,23 @@ class PackageTree:
         return stored
 
     def names(self, parts: list[str]) -> list[str]:
-        """What a folder lists: the index's files are found by name, never listed, so
-        listing costs no request for them."""
+        return [name for name, _ in self.entries(parts)]
+
+    def entries(self, parts: list[str]) -> list[tuple[str, bool]]:
+        """What a folder lists, each name with whether it is a folder. The index's files are
+        found by name, never listed, so listing costs no request for them."""
         node = self.node(parts)
         if not isinstance(node, Directory):
             raise NotADirectoryError(errno.ENOTDIR, "/".join(parts))
         folder = self.resolve(parts)[0] if parts else ROOT
         with self._lock:
-            staged = [name for project, name in self._staged if project == folder]
-        if folder == ROOT:
-            listed = set(self.catalog.tree()) | self._new_projects
-        else:
-            listed = set(self.catalog.project(folder) or {})
-        return sorted(listed.union(staged))
+            staged = {name for project, name in self._staged if project == folder}
+        if folder == ROOT:  # projects, and files being copied to the root
+            projects = (set(self.catalog.tree()) | self._new_projects) - staged
+            return sorted([(name, True) for name in projects] +
+                          [(name, False) for name in staged])
+        files = set(self.catalog.project(folder) or {}) | staged
+        return [(name, False) for name in sorted(files)]
 
     # --- Writing ---------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Real mounts of both backends, driven as a user drives them."""
 
+import ctypes
 import json
 import os
 import subprocess
@@ -16,6 +17,41 @@ OTHER = "Other.Project-2.0b1.zip"
 def payload(seed: str, size: int) -> bytes:
     block = (seed * 64).encode()[:64]
     return (block * (size // 64 + 1))[:size]
+
+
+class _Dirent(ctypes.Structure):  # glibc's struct dirent on Linux
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+
+
+def listed_types(folder) -> dict[str, int]:
+    """Each name readdir gives, with the d_type it gives (what find and ls --color use to
+    skip a stat of each entry; DT_UNKNOWN, 0, makes them stat it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = [ctypes.c_void_p]
+    libc.readdir.restype = ctypes.POINTER(_Dirent)
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    handle = libc.opendir(os.fsencode(folder))
+    assert handle, os.strerror(ctypes.get_errno())
+    found = {}
+    try:
+        while entry := libc.readdir(handle):
+            found[entry.contents.d_name.decode()] = entry.contents.d_type
+    finally:
+        libc.closedir(handle)
+    return {name: kind for name, kind in found.items() if name not in (".", "..")}
+
+
+def test_readdir_gives_each_name_its_type(store_and_config, mounts, tmp_path):
+    store, config = store_and_config
+    store.add(WHEEL, b"wheel")
+    mountpoint = mounts.mount(config())
+    with open(mountpoint / SDIST, "wb") as staged:  # a file being copied to the root
+        staged.write(b"sdist")
+        assert listed_types(mountpoint) == {"my-pkg": 4, SDIST: 8}  # DT_DIR, DT_REG
+    assert listed_types(mountpoint / "my-pkg") == {WHEEL: 8, SDIST: 8}
 
 
 def test_ls_shows_projects_and_their_files(store_and_config, mounts):
