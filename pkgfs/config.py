@@ -34,6 +34,7 @@ ALIASES = {
     "pkgfs.timeout": (),
     "pkgfs.list_timeout": (),
     "pkgfs.list_concurrency": (),
+    "pkgfs.read_ahead": (),
     "pkgfs.cache_dir": (),
     "pkgfs.index": (),
     "pkgfs.presigned_urls": (),
@@ -47,6 +48,7 @@ DEFAULT_CACHE_TTL = 60.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LIST_TIMEOUT = 60.0
 DEFAULT_LIST_CONCURRENCY = 16
+DEFAULT_READ_AHEAD_MIB = 256
 
 
 def default_store_dir() -> str:
@@ -86,6 +88,7 @@ class Config:
     timeout: float = DEFAULT_TIMEOUT  # seconds one storage request may take, retries included
     list_timeout: float = DEFAULT_LIST_TIMEOUT  # seconds a lookup waits for a listing
     list_concurrency: int = DEFAULT_LIST_CONCURRENCY  # S3: parts of the store listed at once
+    read_ahead_mib: int = DEFAULT_READ_AHEAD_MIB  # S3: what all reads may hold read ahead
     allow_overwrite: bool = False  # may a copy replace a stored file of the same name
     cache_dir: str = field(default_factory=default_cache_dir)
     index: bool = True  # generate index.html, index.json and <wheel>.metadata
@@ -151,6 +154,8 @@ def _parse(raw: dict[str, str], here: str) -> Config:
         list_concurrency=int(_number(options, "pkgfs.list_concurrency",
                                      DEFAULT_LIST_CONCURRENCY, minimum=1, integer=True,
                                      unit="requests")),
+        read_ahead_mib=int(_number(options, "pkgfs.read_ahead", DEFAULT_READ_AHEAD_MIB,
+                                   minimum=1, integer=True, unit="MiB")),
         allow_overwrite=_boolean(options, "pypi.allow_overwrite", False),
         cache_dir=os.path.join(here, os.path.expanduser(
             options.get("pkgfs.cache_dir") or default_cache_dir())),

@@ -102,7 +102,8 @@ def open_storage(config: Config, figures: Figures | None = None) -> Storage:
         store.bucket, prefix=store.prefix, prepend_hash=store.prepend_hash, region=store.region,
         endpoint_url=store.endpoint_url, access_key=store.access_key,
         secret_key=store.secret_key, timeout=config.timeout,
-        list_concurrency=config.list_concurrency, figures=figures)
+        list_concurrency=config.list_concurrency, read_ahead_mib=config.read_ahead_mib,
+        figures=figures)
 
 
 # What a FUSE mount whose daemon died answers.

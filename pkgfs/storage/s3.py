@@ -34,7 +34,7 @@ from ..errors import (
 from ..names import parse_filename
 from ..status import Figures
 from . import Fetched, Reader, Storage, StoredFile, report_skipped, stored_file
-from .s3_reader import S3Reader
+from .s3_reader import ReadAheadBudget, S3Reader
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0, list_concurrency: int = 16,
+                 timeout: float = 10.0, list_concurrency: int = 16, read_ahead_mib: int = 256,
                  figures: Figures | None = None,
                  abandoned_after: float = ABANDONED_AFTER):
         self.bucket = bucket
@@ -86,6 +86,7 @@ class S3Storage(Storage):
         self.abandoned_after = abandoned_after
         self.timeout = timeout
         self.list_concurrency = list_concurrency
+        self.read_ahead = ReadAheadBudget(read_ahead_mib)
         self._lock = threading.Lock()
         self._request_slots = threading.BoundedSemaphore(REQUESTS_IN_FLIGHT)
         self._request = threading.local()  # the outcome of the request a thread makes

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 # directory, at its end), and what a sequential read takes from its stream at
 # a time.
 READ_WINDOW = 1 << 20
-PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads
-KEPT_SEGMENTS = 4  # windows a reader keeps, for reads the kernel sends out of order
+PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads, at most
+KEPT_SEGMENTS = 2  # windows a reader keeps, for reads the kernel sends out of order
 # A file no bigger than this is read to its end by the first GET: most wheels
 # are, and a second request would cost more than the bytes.
 SMALL_FILE = 4 << 20
@@ -121,49 +121,98 @@ class S3Reader(Reader):
             self._segments.clear()
 
 
+class ReadAheadBudget:
+    """The windows all readers of a mount may hold read ahead of the kernel's reads: what
+    many files read at once cost is bounded by this, not by their number."""
+
+    def __init__(self, mib: int):
+        self._windows = threading.BoundedSemaphore(max(1, mib * (1 << 20) // READ_WINDOW))
+
+    def take(self) -> bool:
+        """A window, if one is free now."""
+        return self._windows.acquire(blocking=False)
+
+    def give_back(self) -> None:
+        self._windows.release()
+
+
 class _Prefetcher:
     """Reads a GET body ahead in a thread of its own, a few windows at most, so the
-    network and the kernel's reads overlap."""
+    network and the kernel's reads overlap. Each window read ahead comes out of the
+    mount's budget; with none free, the stream reads only what its reader asks for."""
 
     def __init__(self, storage: "S3Storage", body):
         self._storage = storage
         self._body = body
+        self._budget = storage.read_ahead
         self._chunks: queue.Queue = queue.Queue(maxsize=PREFETCH_WINDOWS)
+        self._asked = threading.Event()  # the reader waits for a chunk
         self._stopped = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
         try:
+            self._read_ahead()
+        finally:
+            if self._stopped.is_set():
+                self._drain()  # what the closed reader will never take
+
+    def _read_ahead(self) -> None:
+        try:
             while not self._stopped.is_set():
-                chunk = self._storage.read_stream(self._body, READ_WINDOW)
-                self._chunks.put(chunk)
+                budgeted = self._budget.take()
+                if not budgeted and not self._asked.wait(timeout=0.1):
+                    continue  # neither a window free nor a reader waiting
+                self._asked.clear()
+                try:
+                    chunk = self._storage.read_stream(self._body, READ_WINDOW)
+                except BaseException:
+                    if budgeted:
+                        self._budget.give_back()
+                    raise
+                if budgeted and not chunk:
+                    self._budget.give_back()
+                    budgeted = False
+                self._chunks.put((chunk, budgeted))
                 if not chunk:
                     return
         except StorageError as error:
-            self._chunks.put(error)
+            self._chunks.put((error, False))
         except Exception as error:
             if self._stopped.is_set():
                 return  # closed while reading: the reader has gone
             log.exception("reading ahead failed")
-            self._chunks.put(StorageError(f"reading ahead failed: {error!r}"))
+            self._chunks.put((StorageError(f"reading ahead failed: {error!r}"), False))
 
     def next_chunk(self) -> bytes:
         """The next chunk of the body; empty at its end. Waits ``timeout`` seconds at most:
         an endpoint that drips its answer fails the read instead of holding it."""
+        self._asked.set()
         try:
-            chunk = self._chunks.get(timeout=self._storage.timeout)
+            chunk, budgeted = self._chunks.get(timeout=self._storage.timeout)
         except queue.Empty:
             raise StorageUnavailable(f"{self._storage.endpoint} sent no {READ_WINDOW >> 20} MiB "
                                      f"of the file within {self._storage.timeout:g}s "
                                      "(pkgfs.timeout)") from None
+        if budgeted:
+            self._budget.give_back()
         if isinstance(chunk, StorageError):
             raise chunk
         if not chunk:
-            self._chunks.put(chunk)  # the end stays the end
+            self._chunks.put((chunk, False))  # the end stays the end
         return chunk
 
     def close(self) -> None:
         self._stopped.set()
         self._storage.close_stream(self._body)
-        while not self._chunks.empty():  # a producer blocked on a full queue moves on
-            self._chunks.get_nowait()
+        self._drain()  # a put blocked on a full queue moves on, and the thread drains after
+
+    def _drain(self) -> None:
+        """Give what was read ahead and never taken back to the budget."""
+        while True:
+            try:
+                _, budgeted = self._chunks.get_nowait()
+            except queue.Empty:
+                return
+            if budgeted:
+                self._budget.give_back()
