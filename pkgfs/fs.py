@@ -107,9 +107,13 @@ class PackageFS(Operations):
 
     def getattr(self, path, fi=None):
         opened = self._open.get(fi.fh) if fi else None  # fi: libfuse's file info, or none
-        if path is None and not isinstance(opened, (BytesReader, StagedFile)):
+        if isinstance(opened, Reader) and opened.stored is not None:
+            # fstat, or the kernel asking the size of an open file before it reads past
+            # what it knows: the version open, though another has replaced it by now.
+            node = opened.stored
+        elif path is None and not isinstance(opened, (BytesReader, StagedFile)):
             raise FuseOSError(errno.ENOENT)  # a stored file removed while open
-        if isinstance(opened, StagedFile):
+        elif isinstance(opened, StagedFile):
             node = opened
         elif isinstance(opened, BytesReader):
             # fstat of an open page: the size of what it reads, though the page moved on.
@@ -161,10 +165,11 @@ class PackageFS(Operations):
             # Reads get what was opened, whatever size the kernel has kept for the name.
             fi.direct_io = 1
         else:
-            fi.fh = self._handle(self.tree.catalog.storage.open_reader(node))
+            reader = self.tree.catalog.storage.open_reader(node)
+            fi.fh = self._handle(reader)
             with self._lock:  # cachetools caches are not thread-safe
-                fi.keep_cache = self._opened_as.get(path) == node
-                self._opened_as[path] = node
+                fi.keep_cache = self._opened_as.get(path) == reader.stored
+                self._opened_as[path] = reader.stored
 
     def create(self, path, mode, fi):
         fi.fh = self._writing(self.tree.create(_split(path)))

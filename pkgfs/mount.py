@@ -152,7 +152,10 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
     # (PackageFS.open says when) and attributes, as long as the listing is trusted.
     arguments = {
         "fsname": "pkgfs", "subtype": "pkgfs", "default_permissions": True,
-        "attr_timeout": config.cache_ttl,
+        # A file that allow_overwrite lets another mount replace keeps no size in the
+        # kernel: before reading past the size it knows, it asks the daemon, which gives
+        # the size of the version open (PackageFS.getattr), so a read is never cut.
+        "attr_timeout": 0 if config.allow_overwrite else config.cache_ttl,
         "entry_timeout": config.cache_ttl, "negative_timeout": 0,
         "ro": options.read_only, "allow_other": options.allow_other,
         # Writes of 128 KiB instead of libfuse 2's default of one page at a time.

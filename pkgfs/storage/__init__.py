@@ -48,6 +48,10 @@ class Fetched:
 class Reader(abc.ABC):
     """An open distribution file. Called from several FUSE threads at once."""
 
+    # The version of a stored file it reads (its size and time, whatever the listing
+    # says by now); None for what is not a stored file.
+    stored: StoredFile | None = None
+
     @abc.abstractmethod
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset``; fewer only at the end of the file."""

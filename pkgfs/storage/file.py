@@ -1,5 +1,6 @@
 """pypicloud's file storage: ``<dir>/<project>/<version>/<filename>`` beside ``<filename>.meta``."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ class FileStorage(Storage):
             raise NotFound(f"{stored.location} is gone") from None
         except OSError as error:
             raise StorageError(f"cannot open {stored.location}: {error.strerror}") from None
-        return FileReader(fd)
+        return FileReader(fd, stored)
 
     def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
               replace: bool) -> StoredFile:
@@ -139,8 +140,11 @@ class FileStorage(Storage):
 
 
 class FileReader(Reader):
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, listed: StoredFile):
         self._fd = fd
+        # What the descriptor holds: the listed file, or the one that replaced it since.
+        opened = os.fstat(fd)
+        self.stored = dataclasses.replace(listed, size=opened.st_size, mtime=opened.st_mtime)
 
     def changed_since(self, stored: StoredFile) -> bool:
         """Is the open file other content than the one listed?"""

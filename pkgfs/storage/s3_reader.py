@@ -36,6 +36,7 @@ class S3Reader(Reader):
     def __init__(self, storage: "S3Storage", stored: StoredFile):
         self._storage = storage
         self._stored = stored
+        self.stored = stored  # reads are pinned to its ETag: this version or an error
         self._size = stored.size
         self._lock = threading.Lock()
         self._segments: collections.deque = collections.deque(maxlen=KEPT_SEGMENTS)
