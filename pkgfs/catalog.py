@@ -72,11 +72,6 @@ class Catalog:
         """
         self._listeners.append(listener)
 
-    def start(self) -> None:
-        """List the store in the background now, so that the first ``ls`` finds it listed."""
-        with self._lock:
-            self._begin_listing()
-
     def tree(self) -> Tree:
         with self._lock:
             now = time.monotonic()

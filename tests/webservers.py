@@ -38,7 +38,7 @@ def python_http_server(directory: Path, work: Path) -> WebServer:
                       "--directory", str(directory)], port, work / "http-server.log")
 
 
-def nginx(directory: Path, work: Path) -> WebServer:
+def nginx(directory: Path, work: Path, connections: int = 64) -> WebServer:
     """nginx with the README's config (nginx.conf.example), on a loopback port."""
     executable = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
@@ -53,7 +53,7 @@ daemon off;
 worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
-events {{ worker_connections 64; }}
+events {{ worker_connections {connections}; }}
 http {{
     include /etc/nginx/mime.types;
     access_log {work}/nginx-access.log;

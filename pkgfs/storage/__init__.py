@@ -27,7 +27,7 @@ _reported: LRUCache = LRUCache(maxsize=100_000)
 @dataclass(frozen=True, slots=True)
 class StoredFile:
     """One distribution file in the store, as the mount shows it. A listing holds one per
-    file: slots, and one string per project (interned), keep a million in ~300 MiB."""
+    file: slots, and one string per project (interned), keep it at ~450 bytes a file."""
 
     project: str  # PEP 503 normalized
     filename: str

@@ -241,7 +241,7 @@ class S3Storage(Storage):
         try:
             # Not bounded by the deadline: an upload takes as long as its size.
             self._translated(self.client.upload_file, source, self.bucket, key,
-                       ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
+                             ExtraArgs={"Metadata": s3_metadata}, Config=_TRANSFER)
         except _Taken:
             raise AlreadyExists(f"{project}/{filename} is stored already") from None
         except StorageError:
