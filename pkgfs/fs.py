@@ -58,9 +58,9 @@ class PackageFS(Operations):
     # Calls that have nothing to do here are not offered to libfuse at all, so that they
     # never cost a trip through the daemon: folders open and close without it (ls -lR
     # opens one per project), the kernel takes locks itself, and extended attributes
-    # answer ENOSYS once, after which the kernel stops asking.
+    # answer ENOSYS once, after which the kernel stops asking (listing them gives none).
     opendir = releasedir = fsyncdir = access = lock = bmap = ioctl = None
-    getxattr = listxattr = setxattr = removexattr = None
+    getxattr = setxattr = removexattr = None
 
     def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
         self.tree = tree
