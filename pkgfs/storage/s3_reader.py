@@ -35,7 +35,6 @@ class S3Reader(Reader):
 
     def __init__(self, storage: "S3Storage", stored: StoredFile):
         self._storage = storage
-        self._stored = stored
         self.stored = stored  # reads are pinned to its ETag: this version or an error
         self._size = stored.size
         self._lock = threading.Lock()
@@ -52,7 +51,7 @@ class S3Reader(Reader):
                 try:
                     self._fetch(offset, size)
                 except NotFound:  # a reader of a removed file: an error, never ENOENT
-                    raise StorageError(f"{self._stored.location} was removed while open") \
+                    raise StorageError(f"{self.stored.location} was removed while open") \
                         from None
                 data = self._slice(offset, size)
             if data is None:
@@ -89,13 +88,13 @@ class S3Reader(Reader):
         self._segments.clear()
         rest = self._size - offset
         length = rest if self._size <= SMALL_FILE else min(max(size, READ_WINDOW), rest)
-        self._segments.append((offset, self._storage.fetch(self._stored, offset, length).data))
+        self._segments.append((offset, self._storage.fetch(self.stored, offset, length).data))
 
     def _stream_on(self, end: int) -> None:
         """Sequential reads: take chunks from the open-ended GET, opening it once."""
         try:
             if self._stream is None:
-                body = self._storage.open_stream(self._stored, self._end())
+                body = self._storage.open_stream(self.stored, self._end())
                 self._stream = _Prefetcher(self._storage, body)
             while self._end() < end:
                 chunk = self._stream.next_chunk()
@@ -108,7 +107,7 @@ class S3Reader(Reader):
 
     def _shorter(self) -> StorageError:
         self._close_stream()
-        return StorageError(f"{self._stored.location} is shorter than listed: "
+        return StorageError(f"{self.stored.location} is shorter than listed: "
                             "it changed while being read")
 
     def _close_stream(self) -> None:
