@@ -121,7 +121,7 @@ class FileStorage(Storage):
     def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
         reader = self.open_reader(stored)
         try:
-            if reader.changed_since(stored):
+            if reader.stored != stored:  # replaced since it was listed
                 raise Changed(f"{stored.location} changed since it was listed")
             return Fetched(reader.read(start, length), self.read_metadata(stored))
         finally:
@@ -145,11 +145,6 @@ class FileReader(Reader):
         # What the descriptor holds: the listed file, or the one that replaced it since.
         opened = os.fstat(fd)
         self.stored = dataclasses.replace(listed, size=opened.st_size, mtime=opened.st_mtime)
-
-    def changed_since(self, stored: StoredFile) -> bool:
-        """Is the open file other content than the one listed?"""
-        stat = os.fstat(self._fd)
-        return (stat.st_size, stat.st_mtime) != (stored.size, stored.mtime)
 
     def read(self, offset: int, size: int) -> bytes:
         try:
