@@ -69,5 +69,9 @@ class Busy(PkgfsError):
     """A file being written, opened to be written by someone else too."""
 
 
+class NotOpenForWriting(PkgfsError):
+    """A write through a descriptor opened for reading."""
+
+
 class CrossDevice(PkgfsError):
     """A rename that cannot be done in place; ``mv`` then copies and deletes instead."""

@@ -26,14 +26,14 @@ from .errors import (
     InvalidName,
     NotEmpty,
     NotFound,
+    NotOpenForWriting,
     PkgfsError,
     ReadOnly,
     StorageUnavailable,
 )
-from .storage import Reader
-from .index import BytesReader, GeneratedFile
 from .kernel_cache import KernelCache
-from .tree import Directory, PackageTree, StagedFile
+from .nodes import Attributes, Handle
+from .tree import PackageTree
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ _ERRNO = ((NotFound, errno.ENOENT), (AccessDenied, errno.EACCES),
           (AlreadyExists, errno.EEXIST), (InvalidName, errno.EINVAL),
           (NotEmpty, errno.ENOTEMPTY), (ReadOnly, errno.EROFS), (CrossDevice, errno.EXDEV),
           (Generated, errno.EPERM), (ChangeInPlace, errno.EPERM), (Busy, errno.EBUSY),
+          (NotOpenForWriting, errno.EBADF),
           (StorageUnavailable, errno.EIO), (PkgfsError, errno.EIO))
 # Refusals a user caused and should see in the log; ENOENT is a lookup, not news.
 _QUIET = (errno.ENOENT,)
@@ -67,8 +68,7 @@ class PackageFS(Operations):
         self._on_ready = on_ready
         self._kernel = KernelCache()
         tree.catalog.on_change(self._kernel.forget_projects)
-        self._open: dict[int, Reader | StagedFile] = {}
-        self._writers: dict[int, int] = {}  # handle that writes a new file -> its process
+        self._open: dict[int, Handle] = {}
         # What each file was at its last open: while it is the same, the kernel
         # keeps its pages from one open to the next.
         self._opened_as: LRUCache = LRUCache(maxsize=100_000)
@@ -107,31 +107,19 @@ class PackageFS(Operations):
 
     def getattr(self, path, fi=None):
         opened = self._open.get(fi.fh) if fi else None  # fi: libfuse's file info, or none
-        if isinstance(opened, Reader) and opened.stored is not None:
+        if opened is not None:
             # fstat, or the kernel asking the size of an open file before it reads past
             # what it knows: the version open, though another has replaced it by now.
-            node = opened.stored
-        elif path is None and not isinstance(opened, (BytesReader, StagedFile)):
-            raise FuseOSError(errno.ENOENT)  # a stored file removed while open
-        elif isinstance(opened, StagedFile):
-            node = opened
-        elif isinstance(opened, BytesReader):
-            # fstat of an open page: the size of what it reads, though the page moved on.
-            node = opened.generated
-        else:
-            parts = _split(path)
-            node = self.tree.node(parts)
-            if isinstance(node, GeneratedFile):
-                node = self._kernel.page_as_opened(path, node)
-            elif parts and isinstance(node, Directory):
-                self._kernel.seen_folder(parts[0], self.tree.resolve(parts)[0])
-        if isinstance(node, Directory):
-            return _attributes(stat.S_IFDIR | 0o755, 4096, node.mtime, links=2)
-        if isinstance(node, StagedFile):
-            return _attributes(stat.S_IFREG | 0o644, node.size(), node.mtime)
-        if isinstance(node, GeneratedFile):
-            return _attributes(stat.S_IFREG | 0o444, len(node.content), node.mtime)
-        return _attributes(stat.S_IFREG | 0o644, node.size, node.mtime)
+            return _stat(opened.attributes())
+        if path is None:
+            raise FuseOSError(errno.ENOENT)  # removed while open, asked without its handle
+        parts = _split(path)
+        attributes = self.tree.node(parts).attributes()
+        if attributes.generated:
+            attributes = self._kernel.page_as_opened(path, attributes)
+        elif parts and attributes.folder:
+            self._kernel.seen_folder(parts[0], self.tree.resolve(parts)[0])
+        return _stat(attributes)
 
     def readdir(self, path, fh):
         """Names with their type (d_type), so that find and ls --color need no stat of each."""
@@ -151,83 +139,54 @@ class PackageFS(Operations):
     # The operations below get libfuse's file info (raw_fi): ``fi.fh`` is our handle.
 
     def open(self, path, fi):
-        node = self.tree.node(_split(path))
         writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
-        if isinstance(node, StagedFile) and writing:
-            fi.fh = self._writing(self.tree.reopen(node, writing=True))
-        elif isinstance(node, StagedFile):
-            fi.fh = self._handle(StagedReader(self.tree.reopen(node, writing=False)))
-        elif writing:
-            truncating = bool(fi.flags & os.O_TRUNC) and not fi.flags & os.O_APPEND
-            fi.fh = self._writing(self.tree.replace(_split(path), truncating=truncating))
-        elif isinstance(node, GeneratedFile):
-            fi.fh = self._handle(BytesReader(self._kernel.opened_page(path, node)))
+        truncating = bool(fi.flags & os.O_TRUNC) and not fi.flags & os.O_APPEND
+        handle = self.tree.node(_split(path)).open(
+            writing=writing, truncating=truncating, process=self._caller() if writing else None)
+        fi.fh = self._handle(handle)
+        attributes = handle.attributes()
+        if attributes.generated:
+            self._kernel.opened_page(path, attributes)
             # Reads get what was opened, whatever size the kernel has kept for the name.
             fi.direct_io = 1
-        else:
-            reader = self.tree.catalog.storage.open_reader(node)
-            fi.fh = self._handle(reader)
+        elif attributes.version is not None:
             with self._lock:  # cachetools caches are not thread-safe
-                fi.keep_cache = self._opened_as.get(path) == reader.stored
-                self._opened_as[path] = reader.stored
+                fi.keep_cache = self._opened_as.get(path) == attributes.version
+                self._opened_as[path] = attributes.version
 
     def create(self, path, mode, fi):
-        fi.fh = self._writing(self.tree.create(_split(path)))
+        fi.fh = self._handle(self.tree.create(_split(path), writer=self._caller()))
 
     def read(self, path, size, offset, fi):
         return self._open[fi.fh].read(offset, size)
 
     def write(self, path, data, offset, fi):
-        return self._staged(fi.fh).write(data, offset)
+        return self._open[fi.fh].write(data, offset)
 
     def truncate(self, path, length, fi=None):
         if fi is not None:
-            return self._staged(fi.fh).truncate(length)
-        node = self.tree.node(_split(path))
-        if not isinstance(node, StagedFile):
-            raise FuseOSError(errno.EPERM)  # stored files are never changed in place
-        node.truncate(length)
+            return self._open[fi.fh].truncate(length)
+        self.tree.truncate(_split(path), length)
 
     def flush(self, path, fi):
         """A close of one of the descriptors of a handle. The writer's own close stores the
         file, whole; the closes of processes that inherited the descriptor (``(cat a; cat b)
         > f``) do not, nor do those of readers."""
         opened = self._open[fi.fh]
-        if isinstance(opened, StagedFile) and _process_of(fuse.fuse_get_context()[2]) == \
-                self._writers.get(fi.fh):
-            self.tree.writer_closed(opened)  # stored now or never: a failure is told now
-            self.tree.commit(opened)
+        # Only a writer's handle asks who closes it: finding out costs a read of /proc.
+        if opened.writer is not None and opened.closed_by(self._caller()):
             # The pages a copy changed are new to whoever reads them next.
             self._kernel.wait_until_told()
 
     def fsync(self, path, datasync, fi):
-        opened = self._open[fi.fh]
-        if isinstance(opened, StagedFile):
-            self.tree.commit(opened)
+        self._open[fi.fh].sync()
 
     def release(self, path, fi):
         with self._lock:
             opened = self._open.pop(fi.fh)
-            writer = self._writers.pop(fi.fh, None)
-        if isinstance(opened, StagedFile):
-            if writer is not None and opened.writing:
-                self._store_at_release(opened)
-            self.tree.release(opened)
-        elif isinstance(opened, StagedReader):
-            self.tree.release(opened.staged)
-        else:
-            if isinstance(opened, BytesReader):
-                self._kernel.closed_page(path)
-            opened.close()
-
-    def _store_at_release(self, staged: StagedFile) -> None:
-        """The writer's process never closed it (it exited, or handed the descriptor on):
-        stored now, and a failure can only be logged."""
-        self.tree.writer_closed(staged)
-        try:
-            self.tree.commit(staged)
-        except PkgfsError as error:
-            log.warning("storing %s at its last close failed: %s", staged.name, error)
+        if opened.attributes().generated:
+            self._kernel.closed_page(path)
+        opened.release()
 
     def unlink(self, path):
         self.tree.delete(_split(path))
@@ -254,37 +213,16 @@ class PackageFS(Operations):
     def utimens(self, path, times=None):
         self.tree.node(_split(path))
 
-    def _writing(self, staged: StagedFile) -> int:
-        """A handle that writes a new file; the process that opened it is its writer."""
-        handle = self._handle(staged)
-        with self._lock:
-            self._writers[handle] = _process_of(fuse.fuse_get_context()[2])
-        return handle
-
-    def _handle(self, opened: Reader | StagedFile) -> int:
+    def _handle(self, opened: Handle) -> int:
         with self._lock:
             handle = next(self._handles)
             self._open[handle] = opened
         return handle
 
-    def _staged(self, fh: int) -> StagedFile:
-        opened = self._open[fh]
-        if not isinstance(opened, StagedFile):
-            raise FuseOSError(errno.EBADF)
-        return opened
-
-
-class StagedReader(Reader):
-    """A reader of a file being written: what is staged so far, never stored by it."""
-
-    def __init__(self, staged: StagedFile):
-        self.staged = staged
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.staged.read(offset, size)
-
-    def close(self) -> None:
-        pass
+    @staticmethod
+    def _caller() -> int:
+        """The process that made the current request (FUSE names its thread)."""
+        return _process_of(fuse.fuse_get_context()[2])
 
 
 def _process_of(thread_id: int) -> int:
@@ -299,11 +237,16 @@ def _process_of(thread_id: int) -> int:
     return thread_id
 
 
-def _attributes(mode: int, size: int, mtime: float, links: int = 1) -> dict:
-    mtime_ns = int(mtime * 1e9)
-    return {"st_mode": mode, "st_nlink": links, "st_size": size,
-            "st_blocks": (size + 511) // 512, "st_uid": os.getuid(), "st_gid": os.getgid(),
-            "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns}
+def _stat(attributes: Attributes) -> dict:
+    if attributes.folder:
+        mode, links = stat.S_IFDIR | 0o755, 2
+    else:
+        mode, links = stat.S_IFREG | (0o644 if attributes.writable else 0o444), 1
+    mtime_ns = int(attributes.mtime * 1e9)
+    return {"st_mode": mode, "st_nlink": links, "st_size": attributes.size,
+            "st_blocks": (attributes.size + 511) // 512, "st_uid": os.getuid(),
+            "st_gid": os.getgid(), "st_mtime": mtime_ns, "st_ctime": mtime_ns,
+            "st_atime": mtime_ns}
 
 
 _FOLDER, _FILE = {"st_mode": stat.S_IFDIR}, {"st_mode": stat.S_IFREG}

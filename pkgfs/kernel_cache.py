@@ -8,7 +8,7 @@ from typing import Callable
 import fuse
 from cachetools import LRUCache
 
-from .index import GeneratedFile
+from .nodes import Attributes
 
 
 class KernelCache:
@@ -37,7 +37,7 @@ class KernelCache:
         self._pending = 0
         self._told = threading.Condition()
         self._aliases: LRUCache = LRUCache(maxsize=1000)  # folder name -> its project
-        self._open_pages: dict[str, tuple[int, GeneratedFile]] = {}  # path -> opens, newest
+        self._open_pages: dict[str, tuple[int, Attributes]] = {}  # path -> opens, newest
         self._notify: Callable[[str], None] | None = None
 
     def attach(self) -> None:
@@ -60,7 +60,7 @@ class KernelCache:
             with self._told:
                 self._aliases[name] = project
 
-    def opened_page(self, path: str, page: GeneratedFile) -> GeneratedFile:
+    def opened_page(self, path: str, page: Attributes) -> Attributes:
         with self._told:
             opens, _ = self._open_pages.get(path, (0, page))
             self._open_pages[path] = (opens + 1, page)
@@ -72,7 +72,7 @@ class KernelCache:
             if opens > 1:
                 self._open_pages[path] = (opens - 1, page)
 
-    def page_as_opened(self, path: str, page: GeneratedFile) -> GeneratedFile:
+    def page_as_opened(self, path: str, page: Attributes) -> Attributes:
         """The version of a page whose attributes to give: the one last opened, while open."""
         with self._told:
             return self._open_pages.get(path, (0, page))[1]

@@ -13,7 +13,7 @@ from cachetools import LRUCache
 
 from ..catalog import Catalog
 from ..names import parse_filename
-from ..storage import Reader, StoredFile
+from ..storage import StoredFile
 from . import formats
 from .details import DetailsFinder
 
@@ -137,16 +137,3 @@ def _mtime(previous: GeneratedFile | None, content: bytes) -> float:
 
 def _version(stored: StoredFile) -> str:
     return parse_filename(stored.filename).version
-
-
-class BytesReader(Reader):
-    """A Reader of a generated file's content, as it was when opened."""
-
-    def __init__(self, generated: GeneratedFile):
-        self.generated = generated
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.generated.content[offset:offset + size]
-
-    def close(self) -> None:
-        pass
