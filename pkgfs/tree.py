@@ -218,8 +218,8 @@ class PackageTree:
                                    replace=self.allow_overwrite)
             log.info("stored %s/%s (%d bytes)", project, filename, stored.size)
             self.figures.stored()
-        except AlreadyExists:
-            stored = self._stored_with_the_same_bytes(project, filename, metadata)
+        except AlreadyExists as taken:
+            stored = self._stored_with_the_same_bytes(project, filename, metadata, taken)
         except Changed as error:  # stored, then replaced at once by another writer
             log.warning("%s: the next listing shows what is there", error)
             stored = None
@@ -231,13 +231,14 @@ class PackageTree:
         self.catalog.added(stored)
 
     def _stored_with_the_same_bytes(self, project: str, filename: str,
-                                    metadata: dict[str, str]) -> StoredFile:
+                                    metadata: dict[str, str], taken: AlreadyExists) -> StoredFile:
         """A name taken by the same bytes: publishing them again succeeds and changes
         nothing, so copies and rsync can run again. Other bytes: File exists."""
         storage = self.catalog.storage
         existing = storage.find(project, filename)
-        if existing is not None and \
-                storage.read_metadata(existing).get("hash_sha256") == metadata["hash_sha256"]:
+        if existing is None:
+            raise taken  # not stored yet: another writer is storing it now
+        if storage.read_metadata(existing).get("hash_sha256") == metadata["hash_sha256"]:
             log.info("%s/%s is stored already with the same bytes: nothing to do",
                      project, filename)
             return existing

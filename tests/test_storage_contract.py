@@ -2,6 +2,7 @@
 tests are): store, conditional store, find, list, metadata, fetch, delete."""
 
 import hashlib
+import os
 import threading
 import time
 
@@ -144,3 +145,21 @@ def test_multipart_uploads_a_killed_daemon_left_are_aborted_once_a_day_old(moto_
     assert open_uploads() == sorted([left["UploadId"], elsewhere["UploadId"]])
     storage(age - 3600).check()
     assert open_uploads() == [elsewhere["UploadId"]]  # outside the prefix: not ours
+
+
+def test_a_file_store_name_whose_meta_came_first_is_being_stored_unless_long_ago(tmp_path):
+    """pypicloud puts a .meta in place before its file: a young .meta without its file is
+    an upload in progress, and the name is refused; one left an hour ago is replaced."""
+    (tmp_path / "store" / "pkg" / "1.0").mkdir(parents=True)
+    storage = FileStorage(str(tmp_path / "store"))
+    meta = tmp_path / "store" / "pkg" / "1.0" / "pkg-1.0.tar.gz.meta"
+    meta.write_text('{"hash_sha256": "theirs"}')
+    with pytest.raises(AlreadyExists, match="being stored by another writer"):
+        store(storage, tmp_path, b"ours")
+    assert storage.find("pkg", "pkg-1.0.tar.gz") is None
+    assert sorted(path.name for path in meta.parent.iterdir()) == [meta.name]  # no temporaries
+
+    an_hour_ago = time.time() - 3601
+    os.utime(meta, (an_hour_ago, an_hour_ago))
+    stored = store(storage, tmp_path, b"ours")
+    assert storage.read_metadata(stored)["hash_sha256"] == hashlib.sha256(b"ours").hexdigest()

@@ -221,6 +221,9 @@ class DetailsFinder:
         reader = self.storage.open_reader(stored)
         with tempfile.SpooledTemporaryFile(_SPOOL, dir=os.path.dirname(self.cache.path)) as copy:
             try:
+                if reader.stored is not None and reader.stored != stored:
+                    # Replaced since it was listed: its hash would be kept for the old one.
+                    raise Changed(f"{stored.location} changed since it was listed")
                 for offset in range(0, stored.size, 1 << 20):
                     chunk = reader.read(offset, 1 << 20)
                     digest.update(chunk)

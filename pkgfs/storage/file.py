@@ -72,30 +72,29 @@ class FileStorage(Storage):
         folder = os.path.join(self.directory, project, parse_filename(filename).version)
         target = os.path.join(folder, filename)
         # As pypicloud: each file is written under a hidden name, then put in
-        # place whole. Without replace, the package is put in place by link(),
-        # which fails if the name is taken, so of two writers one wins, and its
-        # .meta follows; a reader before that finds no .meta and hashes it.
+        # place whole. Without replace, both are put in place by link(), which
+        # fails if the name is taken: of two writers one wins, and no .meta is
+        # ever put beside another writer's file (see _publish_new).
         meta_temporary = _temporary(folder, ".metadata.")
         package_temporary = _temporary(folder, f".{filename}.")
         try:
             os.makedirs(folder, exist_ok=True)
             _write_json(meta_temporary, metadata)
             shutil.copyfile(source, package_temporary)
+            ours = os.stat(package_temporary)
             if replace:
                 os.rename(meta_temporary, target + ".meta")
                 os.rename(package_temporary, target)
             else:
-                os.link(package_temporary, target)
-                os.rename(meta_temporary, target + ".meta")
-            stat = os.stat(target)
+                _publish_new(package_temporary, meta_temporary, target, ours)
+        except FileExistsError:
+            raise AlreadyExists(f"{project}/{filename} is stored already") from None
         except OSError as error:
-            _remove(meta_temporary, package_temporary)
-            if isinstance(error, FileExistsError):
-                raise AlreadyExists(f"{project}/{filename} is stored already") from None
             self._remove_empty_folders(folder)
             raise StorageError(f"cannot store {filename} in {folder}: {error.strerror}") from None
-        _remove(package_temporary)  # after link(): the stored file's second name
-        return StoredFile(project, filename, stat.st_size, stat.st_mtime, target)
+        finally:
+            _remove(meta_temporary, package_temporary)  # after link(): second names
+        return StoredFile(project, filename, ours.st_size, ours.st_mtime, target)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         path = os.path.join(self.directory, project, parse_filename(filename).version, filename)
@@ -171,6 +170,53 @@ def _remove_if_left_by_a_dead_writer(entry: os.DirEntry) -> None:
             log.info("removed %s, left by a writer that died", entry.path)
     except FileNotFoundError:
         pass  # its writer, or another mount, got there first
+
+
+def _publish_new(package_temporary: str, meta_temporary: str, target: str,
+                 ours: os.stat_result) -> None:
+    """Put a new file and its .meta in place, or neither. pypicloud (and a replacing
+    pkgfs) puts a .meta in place first, writes the file, then renames it over whatever is
+    there: a .meta found without its file is an upload in progress, whose file would land
+    beside our .meta or over our file. So the file goes in only where no .meta is, the
+    .meta only where none appeared meanwhile; else ours is taken back."""
+    meta = target + ".meta"
+    being_stored = AlreadyExists(f"{target} is being stored by another writer (its .meta is "
+                                 f"in place, the file not yet); if nobody is, remove {meta}")
+    if not os.path.exists(target) and _being_written(meta):
+        raise being_stored
+    os.link(package_temporary, target)
+    try:
+        os.link(meta_temporary, meta)
+    except FileExistsError:
+        if _being_written(meta):
+            _withdraw(target, ours)
+            raise being_stored from None
+        os.rename(meta_temporary, meta)  # left by a writer that died long ago
+
+
+def _being_written(meta: str) -> bool:
+    try:
+        return time.time() - os.stat(meta).st_mtime < LEFT_BEHIND_AFTER
+    except FileNotFoundError:
+        return False
+
+
+def _withdraw(target: str, ours: os.stat_result) -> None:
+    """Take our file out of place: moved aside first, so that a file another writer
+    renamed there meanwhile is put back, never removed."""
+    aside = _temporary(os.path.dirname(target), f".{os.path.basename(target)}.")
+    os.rename(target, aside)
+    try:
+        if not _same_file(os.stat(aside), ours):
+            os.link(aside, target)
+    except FileExistsError:
+        pass  # yet another file is in place: theirs
+    finally:
+        os.unlink(aside)
+
+
+def _same_file(one: os.stat_result, other: os.stat_result) -> bool:
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _remove(*paths: str) -> None:
