@@ -115,11 +115,12 @@ class PackageFS(Operations):
             raise FuseOSError(errno.ENOENT)  # removed while open, asked without its handle
         parts = _split(path)
         attributes = self.tree.node(parts).attributes()
-        if attributes.generated:
-            attributes = self._kernel.page_as_opened(path, attributes)
-        elif parts and attributes.folder:
+        if parts and attributes.folder:
             self._kernel.seen_folder(parts[0], self.tree.resolve(parts)[0])
         return _stat(attributes)
+
+    def readlink(self, path):
+        return self.tree.node(_split(path)).attributes().link
 
     def readdir(self, path, fh):
         """Names with their type (d_type), so that find and ls --color need no stat of each."""
@@ -145,11 +146,7 @@ class PackageFS(Operations):
             writing=writing, truncating=truncating, process=self._caller() if writing else None)
         fi.fh = self._handle(handle)
         attributes = handle.attributes()
-        if attributes.generated:
-            self._kernel.opened_page(path, attributes)
-            # Reads get what was opened, whatever size the kernel has kept for the name.
-            fi.direct_io = 1
-        elif attributes.version is not None:
+        if attributes.version is not None:
             with self._lock:  # cachetools caches are not thread-safe
                 fi.keep_cache = self._opened_as.get(path) == attributes.version
                 self._opened_as[path] = attributes.version
@@ -184,8 +181,6 @@ class PackageFS(Operations):
     def release(self, path, fi):
         with self._lock:
             opened = self._open.pop(fi.fh)
-        if opened.attributes().generated:
-            self._kernel.closed_page(path)
         opened.release()
 
     def unlink(self, path):
@@ -240,6 +235,8 @@ def _process_of(thread_id: int) -> int:
 def _stat(attributes: Attributes) -> dict:
     if attributes.folder:
         mode, links = stat.S_IFDIR | 0o755, 2
+    elif attributes.link is not None:
+        mode, links = stat.S_IFLNK | 0o777, 1
     else:
         mode, links = stat.S_IFREG | (0o644 if attributes.writable else 0o444), 1
     mtime_ns = int(attributes.mtime * 1e9)

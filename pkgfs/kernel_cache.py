@@ -8,25 +8,20 @@ from typing import Callable
 import fuse
 from cachetools import LRUCache
 
-from .nodes import Attributes
 
 
 class KernelCache:
     """Tells the kernel to forget the names of folders whose files changed, and the root's
-    pages, so that it never keeps a page's old size: pages change under one name.
+    page links, so that nothing it keeps outlives a change made through this mount.
 
     The kernel keeps names and attributes for ``cache_ttl``, which suits stored
-    files: they never change in place. libfuse 2's high-level API has no call to
-    invalidate a path, so the low-level entry notification is sent on the
-    mount's channel for names in the root, whose node id (1) is the one a
-    high-level filesystem knows; forgetting a folder forgets what is in it.
-    Sent by a thread of its own: the kernel applies it under the root's lock,
-    which a request that changed a project (a rename in the root) may hold.
-
-    A web server opens a page, then sends the size fstat gives, then what it
-    reads: the kernel asks the attributes again after an open, and while a page
-    is open they are those of the version last opened, so the size and the
-    bytes of one response agree even when the page changes in between.
+    files: they never change in place, and neither does a page's version (a
+    page's name is a link, read anew at each lookup). libfuse 2's high-level
+    API has no call to invalidate a path, so the low-level entry notification
+    is sent on the mount's channel for names in the root, whose node id (1) is
+    the one a high-level filesystem knows; forgetting a folder forgets what is
+    in it. Sent by a thread of its own: the kernel applies it under the root's
+    lock, which a request that changed a project (a rename in the root) may hold.
     """
 
     ROOT_ID = 1
@@ -37,7 +32,6 @@ class KernelCache:
         self._pending = 0
         self._told = threading.Condition()
         self._aliases: LRUCache = LRUCache(maxsize=1000)  # folder name -> its project
-        self._open_pages: dict[str, tuple[int, Attributes]] = {}  # path -> opens, newest
         self._notify: Callable[[str], None] | None = None
 
     def attach(self) -> None:
@@ -59,23 +53,6 @@ class KernelCache:
         if name != project:
             with self._told:
                 self._aliases[name] = project
-
-    def opened_page(self, path: str, page: Attributes) -> Attributes:
-        with self._told:
-            opens, _ = self._open_pages.get(path, (0, page))
-            self._open_pages[path] = (opens + 1, page)
-        return page
-
-    def closed_page(self, path: str) -> None:
-        with self._told:
-            opens, page = self._open_pages.pop(path, (0, None))
-            if opens > 1:
-                self._open_pages[path] = (opens - 1, page)
-
-    def page_as_opened(self, path: str, page: Attributes) -> Attributes:
-        """The version of a page whose attributes to give: the one last opened, while open."""
-        with self._told:
-            return self._open_pages.get(path, (0, page))[1]
 
     def forget_projects(self, projects: set[str]) -> None:
         with self._told:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import Generated, NotOpenForWriting, PkgfsError
-from .index import GeneratedFile
+from .index import GeneratedFile, PageLink
 from .staging import StagedFile
 from .storage import Reader, StoredFile
 
@@ -31,9 +31,7 @@ class Attributes:
     # What names these exact bytes: a file opened again as the same version may be read
     # from what the kernel kept of the last open. None: nothing may be kept.
     version: object = None
-    # Made by the index, it changes under its name: read as it was at open, whatever
-    # size the kernel knows for the name.
-    generated: bool = False
+    link: str | None = None  # a symbolic link's target
 
 
 class Handle:
@@ -115,6 +113,20 @@ class StagedNode:
         return StagedHandle(self.tree, self.staged, process if writing else None)
 
 
+class LinkNode:
+    """A page's name (``index.json``): a link to its current version."""
+
+    def __init__(self, link: PageLink):
+        self.link = link
+
+    def attributes(self) -> Attributes:
+        return Attributes(len(self.link.target), self.link.mtime, writable=False,
+                          link=self.link.target)
+
+    def open(self, *, writing: bool, truncating: bool, process: int | None) -> Handle:
+        raise NotImplementedError("the kernel follows a link; it never opens one")
+
+
 class PageNode:
     """A file the index generates: read only."""
 
@@ -144,7 +156,7 @@ def staged_attributes(staged: StagedFile) -> Attributes:
 
 
 def page_attributes(page: GeneratedFile) -> Attributes:
-    return Attributes(len(page.content), page.mtime, writable=False, generated=True)
+    return Attributes(len(page.content), page.mtime, writable=False, version=page.digest)
 
 
 class StoredHandle(Handle):
@@ -162,7 +174,7 @@ class StoredHandle(Handle):
 
 
 class PageHandle(Handle):
-    """A generated file as it was when opened."""
+    """A generated file."""
 
     def __init__(self, page: GeneratedFile):
         self.page = page

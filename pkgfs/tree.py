@@ -23,11 +23,11 @@ from .errors import (
     ReadOnly,
     StagingFailed,
 )
-from .index import GeneratedFile, SimpleIndex
+from .index import GeneratedFile, PageLink, SimpleIndex
 from .metadata import package_metadata
 from .names import NotADistribution, is_project_name, normalize, parse_filename
 from .staging import StagedFile, StagingArea
-from .nodes import (Folder, Node, PageNode, StagedHandle, StagedNode, StoredNode,
+from .nodes import (Folder, LinkNode, Node, PageNode, StagedHandle, StagedNode, StoredNode,
                     generated_error)
 from .status import Figures
 from .storage import StoredFile
@@ -83,9 +83,12 @@ class PackageTree:
             return StagedNode(self, found)
         if isinstance(found, GeneratedFile):
             return PageNode(parts, found)
+        if isinstance(found, PageLink):
+            return LinkNode(found)
         return StoredNode(self, parts, found)
 
-    def _lookup(self, parts: list[str]) -> Directory | StoredFile | StagedFile | GeneratedFile:
+    def _lookup(self, parts: list[str]) -> \
+            Directory | StoredFile | StagedFile | GeneratedFile | PageLink:
         if not parts:
             return Directory(self._created_at)
         if len(parts) > 2:
@@ -259,7 +262,7 @@ class PackageTree:
         self._check_writable()
         parts = self.resolve(parts)
         node = self._lookup(parts)
-        if isinstance(node, GeneratedFile):
+        if isinstance(node, (GeneratedFile, PageLink)):
             raise generated_error(parts)
         if isinstance(node, StagedFile):
             with self._lock:
@@ -276,7 +279,7 @@ class PackageTree:
         self._check_writable()
         old, new = self.resolve(old), self.resolve(new)
         staged = self._lookup(old)
-        if isinstance(staged, GeneratedFile):
+        if isinstance(staged, (GeneratedFile, PageLink)):
             raise generated_error(old)
         if not isinstance(staged, StagedFile):
             raise CrossDevice("/".join(old))

@@ -76,6 +76,30 @@ def test_index_pages_describe_every_file(store_and_config, mounts, tmp_path):
     assert "dist-info-metadata" not in entry  # PEP 714: pip 22.3 to 23.1 crash on it
 
 
+def test_a_page_is_a_link_to_a_version_that_never_changes(store_and_config, mounts, tmp_path):
+    """index.json links to .index.<digest>.json beside it: a copy makes a new version and
+    moves the link; the version read before stays as it was (a web server holding it open
+    or following the link just before the change serves it whole)."""
+    store, config = store_and_config
+    store.add(WHEEL, wheel("my-pkg", "1.0"))
+    mountpoint = mounts.mount(config())
+    link = mountpoint / "my-pkg" / "index.json"
+    before = os.readlink(link)
+    assert re.fullmatch(r"\.index\.[0-9a-f]{20}\.json", before)
+    old_page = link.read_bytes()
+    (tmp_path / "my_pkg-1.1.tar.gz").write_bytes(b"an sdist")
+    subprocess.run(["cp", tmp_path / "my_pkg-1.1.tar.gz", mountpoint / "my-pkg"], check=True)
+
+    after = os.readlink(link)
+    assert after != before and "my_pkg-1.1.tar.gz" in link.read_text()
+    assert (mountpoint / "my-pkg" / before).read_bytes() == old_page
+    assert (mountpoint / "my-pkg" / before).stat().st_size == len(old_page)
+    assert before not in os.listdir(mountpoint / "my-pkg")  # found by name, never listed
+    result = subprocess.run(["cp", tmp_path / "my_pkg-1.1.tar.gz", mountpoint / "my-pkg" / after],
+                            capture_output=True, text=True)
+    assert "Operation not permitted" in result.stderr
+
+
 def test_generated_files_are_never_stored_or_replaced(store_and_config, mounts, tmp_path):
     store, config = store_and_config
     store.add(WHEEL, wheel("my-pkg", "1.0"))
@@ -142,7 +166,7 @@ def served(page) -> tuple[int, bytes]:
 
 def assert_whole(page) -> bytes:
     """The size ls -l and stat show, the size a web server sends and what it reads agree."""
-    listed = subprocess.run(["stat", "-c", "%s", page], capture_output=True, text=True)
+    listed = subprocess.run(["stat", "-L", "-c", "%s", page], capture_output=True, text=True)
     size, content = served(page)
     assert int(listed.stdout) == size == len(content), page
     return content

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -184,16 +185,23 @@ def test_nginx_conf_example_serves_the_index_as_clients_ask(file_store, mounts, 
         status, _, body = get(f"{web.url}My_Pkg/", Accept="application/vnd.pypi.simple.v1+json")
         assert status == 200 and json.loads(body)["name"] == "my-pkg"
 
-        # A page changed twice within a second still gets a new ETag each time.
+        # nginx keeps pages open and looks at their names again each second: a page
+        # changed twice within a second is served whole, new within about a second (10 s
+        # here only so that a hang fails), and with a new ETag each time.
         _, first, _ = get(f"{web.url}my-pkg/index.json")
         etags = {first["ETag"]}
         for number in (1, 2):
             name = f"my_pkg-1.{number}.tar.gz"
             (tmp_path / name).write_bytes(b"x" * number)
             subprocess.run(["cp", tmp_path / name, mountpoint / "my-pkg"], check=True)
-            _, headers, body = get(f"{web.url}my-pkg/index.json")
-            assert name in [entry["filename"] for entry in json.loads(body)["files"]]
-            assert int(headers["Content-Length"]) == len(body)
+            deadline = time.monotonic() + 10
+            while True:
+                _, headers, body = get(f"{web.url}my-pkg/index.json")
+                assert int(headers["Content-Length"]) == len(body)
+                if name in [entry["filename"] for entry in json.loads(body)["files"]]:
+                    break
+                assert time.monotonic() < deadline, f"{name} never appeared"
+                time.sleep(0.05)
             etags.add(headers["ETag"])
         assert len(etags) == 3
     finally:

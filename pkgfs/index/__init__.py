@@ -9,9 +9,9 @@ import os
 
 from ..catalog import Catalog
 from .details import DetailsCache, DetailsFinder
-from .pages import GeneratedFile, Presigning, SimpleIndex
+from .pages import GeneratedFile, PageLink, Presigning, SimpleIndex
 
-__all__ = ["GeneratedFile", "Presigning", "SimpleIndex", "open_index"]
+__all__ = ["GeneratedFile", "PageLink", "Presigning", "SimpleIndex", "open_index"]
 
 
 def open_index(catalog: Catalog, cache_dir: str,

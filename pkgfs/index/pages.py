@@ -5,9 +5,12 @@ They answer a lookup by name, which is all a web server does, and are not
 listed: ``ls -lR`` and ``find`` of the mount cost no request for them.
 """
 
+import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 from cachetools import LRUCache
 
@@ -21,6 +24,9 @@ INDEX_HTML = "index.html"
 INDEX_JSON = "index.json"
 PAGES = (INDEX_HTML, INDEX_JSON)
 METADATA_SUFFIX = ".metadata"
+# Each version of a page is a file of its own, named by its content, that never
+# changes: ``index.json`` is a link to the current one (see PageLink).
+VERSION_PREFIX = ".index."
 # Pages kept rendered; the root pages and the busiest projects stay.
 KEPT_PAGES = 4096
 
@@ -28,6 +34,21 @@ KEPT_PAGES = 4096
 @dataclass(frozen=True)
 class GeneratedFile:
     content: bytes
+    mtime: float
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """``index.html`` and ``index.json``: symbolic links to the page's current version,
+    ``.index.<digest>.html`` beside them. A version never changes under its name, so the
+    kernel keeps its bytes and a web server keeps it open; when the page changes, the
+    link points elsewhere and the server, finding another file there, opens that."""
+
+    target: str
     mtime: float
 
 
@@ -53,23 +74,32 @@ class SimpleIndex:
         self.details = details
         self.presigning = presigning
         self._pages: LRUCache = LRUCache(maxsize=KEPT_PAGES)
+        # Versions recently linked to, by (project, version name): still found when a
+        # link read before a change is followed after it.
+        self._versions: LRUCache = LRUCache(maxsize=2 * KEPT_PAGES)
         self._lock = threading.Lock()
 
     def is_generated(self, parts: list[str]) -> bool:
         """True for a path the index would generate, whether or not it exists now."""
-        return bool(parts) and (parts[-1] in PAGES
+        return bool(parts) and (parts[-1] in PAGES or parts[-1].startswith(VERSION_PREFIX)
                                 or parts[-1].endswith(".whl" + METADATA_SUFFIX))
 
-    def file(self, parts: list[str]) -> GeneratedFile | None:
+    def file(self, parts: list[str]) -> GeneratedFile | PageLink | None:
         """The generated file at a path (its project folder normalized), or None."""
-        if len(parts) == 1 and parts[0] in PAGES:
-            return self._page(parts[0], "")
-        if len(parts) != 2 or self.catalog.project(parts[0]) is None:
+        if len(parts) == 1:
+            project = ""
+        elif len(parts) == 2 and self.catalog.project(parts[0]) is not None:
+            project = parts[0]
+        else:
             return None
-        if parts[1] in PAGES:
-            return self._page(parts[1], parts[0])
-        if parts[1].endswith(".whl" + METADATA_SUFFIX):
-            stored = self.catalog.file(parts[0], parts[1].removesuffix(METADATA_SUFFIX))
+        name = parts[-1]
+        if name in PAGES:
+            page = self._page(name, project)
+            return PageLink(_version_name(name, page), page.mtime)
+        if name.startswith(VERSION_PREFIX):
+            return self._page_version(name, project)
+        if project and name.endswith(".whl" + METADATA_SUFFIX):
+            stored = self.catalog.file(project, name.removesuffix(METADATA_SUFFIX))
             if stored is not None:
                 core = self.details.core_metadata(stored)
                 if core is not None:
@@ -93,9 +123,22 @@ class SimpleIndex:
         page = GeneratedFile(content, _mtime(rendered.page if rendered else None, content))
         good_until = (time.time() + self.presigning.expire_after - self.presigning.buffer_time
                       if self.presigning and project else float("inf"))
-        if complete:  # a page missing a file that changed is made again next time
-            with self._lock:
+        with self._lock:
+            if complete:  # a page missing a file that changed is made again next time
                 self._pages[(name, project)] = _Rendered(generation, good_until, page)
+            self._versions[(project, _version_name(name, page))] = page
+        return page
+
+    def _page_version(self, version_name: str, project: str) -> GeneratedFile | None:
+        """A version of a page: one made lately (a link may have been read just before the
+        page changed), or the current one (after a restart)."""
+        with self._lock:
+            page = self._versions.get((project, version_name))
+        if page is None:
+            name = next((name for name in PAGES if version_name.endswith(_extension(name))), None)
+            current = self._page(name, project) if name else None
+            if current is not None and _version_name(name, current) == version_name:
+                page = current
         return page
 
     def _render(self, name: str, project: str) -> tuple[bytes, bool]:
@@ -133,6 +176,15 @@ def _mtime(previous: GeneratedFile | None, content: bytes) -> float:
     if previous.content == content:
         return previous.mtime
     return max(time.time(), previous.mtime + 1)
+
+
+def _version_name(name: str, page: GeneratedFile) -> str:
+    """``index.json`` -> ``.index.<digest>.json``."""
+    return f"{VERSION_PREFIX}{page.digest[:20]}{_extension(name)}"
+
+
+def _extension(name: str) -> str:
+    return os.path.splitext(name)[1]
 
 
 def _version(stored: StoredFile) -> str:
