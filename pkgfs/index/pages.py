@@ -29,6 +29,9 @@ METADATA_SUFFIX = ".metadata"
 VERSION_PREFIX = ".index."
 # Pages kept rendered; the root pages and the busiest projects stay.
 KEPT_PAGES = 4096
+# Bytes of page versions kept besides the current ones: a version must outlive the
+# moment between a web server reading a link and opening what it names, no more.
+KEPT_VERSIONS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class SimpleIndex:
         self._pages: LRUCache = LRUCache(maxsize=KEPT_PAGES)
         # Versions recently linked to, by (project, version name): still found when a
         # link read before a change is followed after it.
-        self._versions: LRUCache = LRUCache(maxsize=2 * KEPT_PAGES)
+        self._versions: LRUCache = LRUCache(maxsize=KEPT_VERSIONS_BYTES,
+                                            getsizeof=lambda page: len(page.content))
         self._lock = threading.Lock()
 
     def is_generated(self, parts: list[str]) -> bool:
@@ -126,7 +130,8 @@ class SimpleIndex:
         with self._lock:
             if complete:  # a page missing a file that changed is made again next time
                 self._pages[(name, project)] = _Rendered(generation, good_until, page)
-            self._versions[(project, _version_name(name, page))] = page
+            if len(page.content) <= KEPT_VERSIONS_BYTES:
+                self._versions[(project, _version_name(name, page))] = page
         return page
 
     def _page_version(self, version_name: str, project: str) -> GeneratedFile | None:
