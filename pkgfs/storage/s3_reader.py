@@ -2,8 +2,9 @@
 
 import collections
 import logging
-import queue
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..errors import NotFound, StorageError, StorageUnavailable
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 READ_WINDOW = 1 << 20
 PREFETCH_WINDOWS = 8  # what a streaming reader holds ahead of the kernel's reads, at most
 KEPT_SEGMENTS = 2  # windows a reader keeps, for reads the kernel sends out of order
+READ_AHEAD_WORKERS = 16  # threads that read ahead for all the streams of a mount
 # A file no bigger than this is read to its end by the first GET: most wheels
 # are, and a second request would cost more than the bytes.
 SMALL_FILE = 4 << 20
@@ -122,11 +124,13 @@ class S3Reader(Reader):
 
 
 class ReadAheadBudget:
-    """The windows all readers of a mount may hold read ahead of the kernel's reads: what
-    many files read at once cost is bounded by this, not by their number."""
+    """The windows all readers of a mount may hold read ahead of the kernel's reads, and
+    the threads that read them: what many files read at once cost is bounded by these,
+    not by their number."""
 
-    def __init__(self, mib: int):
+    def __init__(self, mib: int, workers: int = READ_AHEAD_WORKERS):
         self._windows = threading.BoundedSemaphore(max(1, mib * (1 << 20) // READ_WINDOW))
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="s3-read-ahead")
 
     def take(self) -> bool:
         """A window, if one is free now."""
@@ -137,82 +141,82 @@ class ReadAheadBudget:
 
 
 class _Prefetcher:
-    """Reads a GET body ahead in a thread of its own, a few windows at most, so the
-    network and the kernel's reads overlap. Each window read ahead comes out of the
-    mount's budget; with none free, the stream reads only what its reader asks for."""
+    """Reads a GET body ahead, a window at a time, in the mount's pool of read-ahead
+    threads, so the network and the kernel's reads overlap. Each window read ahead comes
+    out of the mount's budget; with none free, the stream reads only what its reader asks
+    for. One window of a stream is read at a time: a body is read in order."""
 
     def __init__(self, storage: "S3Storage", body):
         self._storage = storage
         self._body = body
         self._budget = storage.read_ahead
-        self._chunks: queue.Queue = queue.Queue(maxsize=PREFETCH_WINDOWS)
-        self._asked = threading.Event()  # the reader waits for a chunk
-        self._stopped = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
+        self._read: collections.deque = collections.deque()  # (chunk or error, budgeted)
+        self._changed = threading.Condition()
+        self._reading = False  # a window of this stream is being read
+        self._ended = False  # its end, or an error, has been read
+        self._stopped = False
+        with self._changed:
+            self._read_on(asked=False)
 
-    def _run(self) -> None:
-        try:
-            self._read_ahead()
-        finally:
-            if self._stopped.is_set():
-                self._drain()  # what the closed reader will never take
+    def _read_on(self, *, asked: bool) -> None:
+        """Start reading the next window, if the budget allows or the reader waits for it.
+        Called holding ``_changed``."""
+        if self._reading or self._ended or self._stopped or len(self._read) >= PREFETCH_WINDOWS:
+            return
+        budgeted = self._budget.take()
+        if budgeted or asked:
+            self._reading = True
+            self._budget.pool.submit(self._read_window, budgeted)
 
-    def _read_ahead(self) -> None:
+    def _read_window(self, budgeted: bool) -> None:
         try:
-            while not self._stopped.is_set():
-                budgeted = self._budget.take()
-                if not budgeted and not self._asked.wait(timeout=0.1):
-                    continue  # neither a window free nor a reader waiting
-                self._asked.clear()
-                try:
-                    chunk = self._storage.read_stream(self._body, READ_WINDOW)
-                except BaseException:
-                    if budgeted:
-                        self._budget.give_back()
-                    raise
-                if budgeted and not chunk:
-                    self._budget.give_back()
-                    budgeted = False
-                self._chunks.put((chunk, budgeted))
-                if not chunk:
-                    return
+            chunk = self._storage.read_stream(self._body, READ_WINDOW)
         except StorageError as error:
-            self._chunks.put((error, False))
+            chunk = error
         except Exception as error:
-            if self._stopped.is_set():
-                return  # closed while reading: the reader has gone
-            log.exception("reading ahead failed")
-            self._chunks.put((StorageError(f"reading ahead failed: {error!r}"), False))
+            if not self._stopped:  # closed while reading: the reader has gone
+                log.exception("reading ahead failed")
+            chunk = StorageError(f"reading ahead failed: {error!r}")
+        with self._changed:
+            self._reading = False
+            if budgeted and (self._stopped or not isinstance(chunk, bytes) or not chunk):
+                self._budget.give_back()  # nothing held: closed, failed, or the end
+                budgeted = False
+            if self._stopped:
+                return
+            self._read.append((chunk, budgeted))
+            self._ended = not isinstance(chunk, bytes) or not chunk
+            self._changed.notify_all()
+            self._read_on(asked=False)
 
     def next_chunk(self) -> bytes:
         """The next chunk of the body; empty at its end. Waits ``timeout`` seconds at most:
         an endpoint that drips its answer fails the read instead of holding it."""
-        self._asked.set()
-        try:
-            chunk, budgeted = self._chunks.get(timeout=self._storage.timeout)
-        except queue.Empty:
-            raise StorageUnavailable(f"{self._storage.endpoint} sent no {READ_WINDOW >> 20} MiB "
-                                     f"of the file within {self._storage.timeout:g}s "
-                                     "(pkgfs.timeout)") from None
-        if budgeted:
-            self._budget.give_back()
+        deadline = time.monotonic() + self._storage.timeout
+        with self._changed:
+            while not self._read:
+                self._read_on(asked=True)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StorageUnavailable(
+                        f"{self._storage.endpoint} sent no {READ_WINDOW >> 20} MiB of the file "
+                        f"within {self._storage.timeout:g}s (pkgfs.timeout)")
+                self._changed.wait(left)
+            chunk, budgeted = self._read[0]
+            if isinstance(chunk, bytes) and chunk:
+                self._read.popleft()  # the end, or an error, stays for the next call
+            if budgeted:
+                self._budget.give_back()
+            self._read_on(asked=False)
         if isinstance(chunk, StorageError):
             raise chunk
-        if not chunk:
-            self._chunks.put((chunk, False))  # the end stays the end
         return chunk
 
     def close(self) -> None:
-        self._stopped.set()
-        self._storage.close_stream(self._body)
-        self._drain()  # a put blocked on a full queue moves on, and the thread drains after
-
-    def _drain(self) -> None:
-        """Give what was read ahead and never taken back to the budget."""
-        while True:
-            try:
-                _, budgeted = self._chunks.get_nowait()
-            except queue.Empty:
-                return
-            if budgeted:
-                self._budget.give_back()
+        with self._changed:
+            self._stopped = True
+            held = [budgeted for _, budgeted in self._read if budgeted]
+            self._read.clear()
+        for _ in held:
+            self._budget.give_back()
+        self._storage.close_stream(self._body)  # a window being read fails at once
