@@ -47,7 +47,7 @@ def test_a_copy_is_stored_by_its_writers_close_and_never_by_a_reader(tree):
 
     stored = tree.node(["my-pkg", WHEEL])
     attributes = stored.attributes()
-    assert (attributes.size, attributes.folder, attributes.generated) == (len(data), False, False)
+    assert (attributes.size, attributes.folder, attributes.link) == (len(data), False, None)
     handle = stored.open(writing=False, truncating=False, process=READER)
     try:
         assert handle.read(0, len(data) + 10) == data
@@ -70,16 +70,21 @@ def test_a_stored_file_is_replaced_whole_or_not_opened_to_write(tree):
     assert tree.node(["my-pkg", WHEEL]).attributes().size == len(data)
 
 
-def test_pages_are_read_only_and_say_they_are_generated(tree):
+def test_pages_are_links_to_read_only_versions(tree):
     writing = tree.create([WHEEL], writer=WRITER)
     writing.write(wheel("my-pkg", "1.0"), 0)
     writing.closed_by(WRITER)
     writing.release()
 
-    for parts in (["index.html"], ["my-pkg", "index.json"], ["my-pkg", WHEEL + ".metadata"]):
+    versions = []
+    for parts in (["index.html"], ["my-pkg", "index.json"]):
+        link = tree.node(parts).attributes().link
+        assert link.startswith(".index.") and link.endswith(parts[-1][5:])
+        versions.append(parts[:-1] + [link])
+    for parts in (*versions, ["my-pkg", WHEEL + ".metadata"]):
         page = tree.node(parts)
         attributes = page.attributes()
-        assert attributes.generated and not attributes.writable and attributes.size > 0
+        assert not attributes.writable and attributes.size > 0 and attributes.version
         with pytest.raises(Generated):
             page.open(writing=True, truncating=True, process=WRITER)
         handle = page.open(writing=False, truncating=False, process=READER)
