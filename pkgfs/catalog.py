@@ -1,5 +1,6 @@
 """The cached listing of a store: project -> filename -> StoredFile."""
 
+import ctypes
 import logging
 import threading
 import time
@@ -146,6 +147,8 @@ class Catalog:
                 if listing.started > self._listed_at:  # no newer listing was shown meanwhile
                     self._install(tree, listing.started)
         listing.done.set()
+        del tree
+        _give_back_freed_memory()
 
     def _install(self, tree: Tree, started: float) -> None:
         if self._snapshot is not None:
@@ -176,6 +179,17 @@ class Catalog:
         log.debug("listed %d files in %d projects in %.3fs",
                   count, len(tree), time.monotonic() - started)
         return tree
+
+
+def _give_back_freed_memory() -> None:
+    """A listing parses every key of the store (the answers, then our entries) and frees
+    the snapshot it replaces; glibc keeps freed heap for later unless told to return it."""
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(None)
 
 
 class _Listing:
