@@ -72,6 +72,18 @@ def timed(command: list, limit: float | None = None) -> float:
     return time.perf_counter() - started
 
 
+def fresh_mounts(work: Path, label: str) -> Mounts:
+    """pkgfs mounts of one measurement, with a state folder of their own."""
+    mounts = Mounts(work / f"{label}-state")
+    mounts.tmp_path.mkdir(exist_ok=True)
+    return mounts
+
+
+def proxied(moto: MotoServer, proxy: CuttableProxy, **options) -> str:
+    """pkgfs's config of the bucket, reached through the delaying proxy."""
+    return s3_config(moto, **{"aws.endpoint_url": proxy.endpoint, **options})
+
+
 class Contender:
     """One way of mounting the bucket: where its files appear, how it is mounted and unmounted."""
 
@@ -81,13 +93,12 @@ class Contender:
         self.proxy = proxy
         self.moto = moto
         self.mountpoint = work / name
-        self.mounts = Mounts(work / f"{name}-state")
+        self.mounts = fresh_mounts(work, name)
 
     def mount(self) -> None:
         if self.name == "pkgfs":
-            self.mounts.tmp_path.mkdir(exist_ok=True)
-            self.mountpoint = self.mounts.mount(s3_config(self.moto, **{
-                "aws.endpoint_url": self.proxy.endpoint, "pkgfs.cache_ttl": 600, **SLOW_LISTING}),
+            self.mountpoint = self.mounts.mount(
+                proxied(self.moto, self.proxy, **{"pkgfs.cache_ttl": 600, **SLOW_LISTING}),
                 name="pkgfs")
             return
         self.mountpoint.mkdir(exist_ok=True)
@@ -193,10 +204,9 @@ def listing_past_cache_ttl(work: Path, proxy: CuttableProxy, moto: MotoServer,
                            ttl: float = 10.0) -> dict:
     """pkgfs on a mount in use: an ``ls -lR`` just past the first listing's cache_ttl,
     against the cold ``ls -lR`` that made that listing."""
-    mounts = Mounts(work / "pkgfs-in-use-state")
-    mounts.tmp_path.mkdir()
-    mountpoint = mounts.mount(s3_config(moto, **{"aws.endpoint_url": proxy.endpoint,
-                                                 "pkgfs.cache_ttl": ttl}), name="pkgfs-in-use")
+    mounts = fresh_mounts(work, "pkgfs-in-use")
+    mountpoint = mounts.mount(proxied(moto, proxy, **{"pkgfs.cache_ttl": ttl}),
+                              name="pkgfs-in-use")
     try:
         cold = timed(["ls", "-lR", mountpoint])
         expires = time.monotonic() + ttl
@@ -216,9 +226,8 @@ def index_cost(work: Path, proxy: CuttableProxy, moto: MotoServer, store: S3Stor
     for number in range(wheels):  # 100 KiB wheels; every fourth with METADATA far from the end
         store.add(f"wide-1.{number}-py3-none-any.whl",
                   wheel("wide", f"1.{number}", padding=100 << 10, metadata_first=number % 4 == 0))
-    mounts = Mounts(work / "pkgfs-index-state")
-    mounts.tmp_path.mkdir()
-    config = s3_config(moto, **{"aws.endpoint_url": proxy.endpoint, "pkgfs.cache_ttl": 600})
+    mounts = fresh_mounts(work, "pkgfs-index")
+    config = proxied(moto, proxy, **{"pkgfs.cache_ttl": 600})
     figures = {}
     try:
         for run in ("first page", "page again", "after restart"):
@@ -241,10 +250,8 @@ def index_cost(work: Path, proxy: CuttableProxy, moto: MotoServer, store: S3Stor
 def cold_ls(work: Path, proxy: CuttableProxy, moto: MotoServer) -> float:
     """Seconds a plain ``ls`` of a fresh mount's root takes: the listing of the store, and
     one folder read."""
-    mounts = Mounts(work / "pkgfs-ls-state")
-    mounts.tmp_path.mkdir()
-    mountpoint = mounts.mount(s3_config(moto, **{"aws.endpoint_url": proxy.endpoint,
-                                                 **SLOW_LISTING}), name="pkgfs-ls")
+    mounts = fresh_mounts(work, "pkgfs-ls")
+    mountpoint = mounts.mount(proxied(moto, proxy, **SLOW_LISTING), name="pkgfs-ls")
     try:
         return timed(["ls", mountpoint])
     finally:
