@@ -106,6 +106,10 @@ class Storage(abc.ABC):
         metadata, in one request. NotFound if the file is gone, Changed if it is no longer
         the content that was listed."""
 
+    @abc.abstractmethod
+    def location(self, project: str, filename: str) -> str:
+        """Where this backend puts a file of that name (a listing may find others)."""
+
     def capacity(self) -> tuple[int, int] | None:
         """Bytes in all and free, where the store has a size (a filesystem); else None."""
         return None

@@ -67,10 +67,13 @@ class FileStorage(Storage):
             raise StorageError(f"cannot open {stored.location}: {error.strerror}") from None
         return FileReader(fd, stored)
 
+    def location(self, project: str, filename: str) -> str:
+        return os.path.join(self.directory, project, parse_filename(filename).version, filename)
+
     def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
               replace: bool) -> StoredFile:
-        folder = os.path.join(self.directory, project, parse_filename(filename).version)
-        target = os.path.join(folder, filename)
+        target = self.location(project, filename)
+        folder = os.path.dirname(target)
         # As pypicloud: each file is written under a hidden name, then put in
         # place whole. Without replace, both are put in place by link(), which
         # fails if the name is taken: of two writers one wins, and no .meta is
@@ -97,7 +100,7 @@ class FileStorage(Storage):
         return StoredFile(project, filename, ours.st_size, ours.st_mtime, target)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
-        path = os.path.join(self.directory, project, parse_filename(filename).version, filename)
+        path = self.location(project, filename)
         try:
             stat = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:

@@ -219,13 +219,13 @@ class S3Storage(Storage):
     def open_reader(self, stored: StoredFile) -> Reader:
         return S3Reader(self, stored)
 
-    def key(self, project: str, filename: str) -> str:
+    def location(self, project: str, filename: str) -> str:
         hashed = hashlib.md5(filename.encode()).hexdigest()[:4] + "/" if self.prepend_hash else ""
         return f"{self.prefix}{hashed}{project}/{filename}"
 
     def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,
               replace: bool) -> StoredFile:
-        key = self.key(project, filename)
+        key = self.location(project, filename)
         s3_metadata = _s3_metadata(metadata)
         s3_metadata.update(name=project, version=parse_filename(filename).version)
         self._abort_failed_uploads()
@@ -302,7 +302,7 @@ class S3Storage(Storage):
         return _headed(project, filename, key, head)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
-        key = self.key(project, filename)
+        key = self.location(project, filename)
         try:
             head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
         except NotFound:
