@@ -7,6 +7,7 @@ them and never sorts types. Nothing here knows FUSE.
 
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -34,18 +35,19 @@ class Attributes:
     link: str | None = None  # a symbolic link's target
 
 
-class Handle:
+class Handle(abc.ABC):
     """An open file. Reads only, unless the node's ``open`` made it to write."""
 
     # The process that created the file this handle writes: its close stores the file.
     writer: int | None = None
 
+    @abc.abstractmethod
     def attributes(self) -> Attributes:
         """What fstat of the handle gives: the version open, whatever the name shows now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, offset: int, size: int) -> bytes:
-        raise NotImplementedError
+        """Up to ``size`` bytes from ``offset``."""
 
     def write(self, data: bytes, offset: int) -> int:
         raise NotOpenForWriting("the file is open for reading only")
