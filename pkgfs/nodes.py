@@ -8,6 +8,7 @@ them and never sorts types. Nothing here knows FUSE.
 from __future__ import annotations
 
 import abc
+import errno
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -83,7 +84,7 @@ class Folder:
         return Attributes(4096, self.mtime, folder=True)
 
     def open(self, *, writing: bool, truncating: bool, process: int | None) -> Handle:
-        raise IsADirectoryError
+        raise IsADirectoryError(errno.EISDIR, "a project folder")
 
 
 class StoredNode:
