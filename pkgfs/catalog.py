@@ -172,16 +172,15 @@ class Catalog:
 
     def _list(self) -> Tree:
         started = time.monotonic()
-        listed: dict[str, dict[str, StoredFile]] = {}
+        listed: dict[str, _Columns] = {}
         count = 0
         for stored in self.storage.list_files():
-            files = listed.setdefault(stored.project, {})
-            if stored.filename in files:
-                report_skipped(stored.location, f"same file as {files[stored.filename].location}")
-                continue
-            files[stored.filename] = stored
+            columns = listed.get(stored.project)
+            if columns is None:
+                columns = listed[stored.project] = _Columns()
+            columns.add(stored, self.storage)
             count += 1
-        tree = {project: ProjectFiles(project, listed.pop(project).values(), self.storage)
+        tree = {project: ProjectFiles(project, listed.pop(project), self.storage)
                 for project in list(listed)}
         log.debug("listed %d files in %d projects in %.3fs",
                   count, len(tree), time.monotonic() - started)
@@ -199,6 +198,37 @@ def _give_back_freed_memory() -> None:
 _LIBC = ctypes.CDLL(None)
 
 
+class _Columns:
+    """One project's files as a listing finds them, appended to arrays as they come, so
+    that a listing holds no object a file: its peak is little more than what it leaves
+    (the heap a peak grew to is not given back: small objects pin it)."""
+
+    __slots__ = ("names", "sizes", "mtimes", "etags", "revisions", "locations")
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.sizes = array("q")
+        self.mtimes = array("d")
+        self.etags = bytearray()  # 16 bytes a file; zeros where it has no plain ETag
+        self.revisions: dict[int, str] = {}  # revisions that are no plain ETag, by position
+        self.locations: dict[int, str] = {}  # locations where the store would not put it
+
+    def add(self, stored: StoredFile, storage: Storage) -> None:
+        index = len(self.names)
+        self.names.append(stored.filename)
+        self.sizes.append(stored.size)
+        self.mtimes.append(stored.mtime)
+        etag = _etag_bytes(stored.revision)
+        self.etags += etag or bytes(16)
+        if stored.revision and etag is None:
+            self.revisions[index] = stored.revision
+        if stored.location != storage.location(stored.project, stored.filename):
+            self.locations[index] = stored.location
+
+    def location(self, index: int, project: str, storage: Storage) -> str:
+        return self.locations.get(index) or storage.location(project, self.names[index])
+
+
 class ProjectFiles(Mapping):
     """One project's files in a listing, filename -> StoredFile, held in columns: a
     million files must fit in memory (issue 13), and an object a file with its own
@@ -212,21 +242,26 @@ class ProjectFiles(Mapping):
     __slots__ = ("project", "_storage", "_names", "_sizes", "_mtimes", "_etags", "_revisions",
                  "_locations")
 
-    def __init__(self, project: str, files: Iterable[StoredFile], storage: Storage):
+    def __init__(self, project: str, columns: _Columns, storage: Storage):
         self.project = project
         self._storage = storage
-        ordered = sorted(files, key=lambda stored: stored.filename)
-        self._names = tuple(stored.filename for stored in ordered)
-        self._sizes = array("q", (stored.size for stored in ordered))
-        self._mtimes = array("d", (stored.mtime for stored in ordered))
-        etags = [_etag_bytes(stored.revision) for stored in ordered]
-        self._etags = b"".join(etag or bytes(16) for etag in etags) if any(etags) else b""
-        # Revisions that are no plain ETag (a multipart upload's), by position.
-        self._revisions = {index: stored.revision for index, stored in enumerate(ordered)
-                           if stored.revision and etags[index] is None} or _NONE
-        self._locations = {index: stored.location for index, stored in enumerate(ordered)
-                           if stored.location != storage.location(project, stored.filename)
-                           } or _NONE
+        order = _sorted_once(project, columns, storage)
+        self._names = tuple(columns.names[index] for index in order)
+        self._sizes = array("q", (columns.sizes[index] for index in order))
+        self._mtimes = array("d", (columns.mtimes[index] for index in order))
+        etags = b"".join(bytes(columns.etags[16 * index:16 * index + 16]) for index in order)
+        self._etags = etags if any(etags) else b""
+        self._revisions = {new: columns.revisions[old] for new, old in enumerate(order)
+                           if old in columns.revisions} or _NONE
+        self._locations = {new: columns.locations[old] for new, old in enumerate(order)
+                           if old in columns.locations} or _NONE
+
+    @classmethod
+    def of(cls, project: str, files: Iterable[StoredFile], storage: Storage) -> ProjectFiles:
+        columns = _Columns()
+        for stored in files:
+            columns.add(stored, storage)
+        return cls(project, columns, storage)
 
     def __getitem__(self, filename: str) -> StoredFile:
         index = bisect.bisect_left(self._names, filename)
@@ -264,6 +299,21 @@ class ProjectFiles(Mapping):
                           location, revision)
 
 
+def _sorted_once(project: str, columns: _Columns, storage: Storage) -> list[int]:
+    """The positions of a project's files in name order, each name once (a store may
+    hold one name twice: under two hash folders, or two project folders that normalize
+    alike); the first found is shown."""
+    order = sorted(range(len(columns.names)), key=lambda index: (columns.names[index], index))
+    kept: list[int] = []
+    for index in order:
+        if kept and columns.names[kept[-1]] == columns.names[index]:
+            report_skipped(columns.location(index, project, storage),
+                           f"same file as {columns.location(kept[-1], project, storage)}")
+        else:
+            kept.append(index)
+    return kept
+
+
 _NONE: dict = {}  # shared by the many projects with nothing out of the ordinary
 _PLAIN_ETAG = re.compile(r'"[0-9a-f]{32}"')
 
@@ -295,7 +345,7 @@ class _Listing:
 def _with(tree: Tree, stored: StoredFile, storage: Storage) -> Tree:
     """A new snapshot with a file in it; ``tree`` stays as it was."""
     files = {**tree.get(stored.project, {}), stored.filename: stored}
-    return {**tree, stored.project: ProjectFiles(stored.project, files.values(), storage)}
+    return {**tree, stored.project: ProjectFiles.of(stored.project, files.values(), storage)}
 
 
 def _without(tree: Tree, stored: StoredFile, storage: Storage) -> Tree:
@@ -305,4 +355,4 @@ def _without(tree: Tree, stored: StoredFile, storage: Storage) -> Tree:
     others = {project: found for project, found in tree.items() if project != stored.project}
     if not files:
         return others
-    return {**others, stored.project: ProjectFiles(stored.project, files, storage)}
+    return {**others, stored.project: ProjectFiles.of(stored.project, files, storage)}
