@@ -152,7 +152,6 @@ class Catalog:
                 if listing.started > self._listed_at:  # no newer listing was shown meanwhile
                     self._install(tree, listing.started)
         listing.done.set()
-        del tree
         _give_back_freed_memory()
 
     def _install(self, tree: Tree, started: float) -> None:

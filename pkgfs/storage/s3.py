@@ -4,6 +4,7 @@ import hashlib
 import logging
 import math
 import os
+import queue
 import re
 import socket
 import threading
@@ -156,10 +157,40 @@ class S3Storage(Storage):
         yield from self._stored_files(keys)
         if not first.get("IsTruncated"):
             return
-        ranges = self._key_ranges(keys[-1]["Key"])
+        yield from self._list_ranges(self._key_ranges(keys[-1]["Key"]))
+
+    def _list_ranges(self, ranges: list[tuple[str, str | None]]) -> Iterator[StoredFile]:
+        """Each range pages on in a thread of its own, and each page is handed over as it
+        comes, so that a listing holds a few pages of files at a time, never the store."""
+        pages: queue.Queue = queue.Queue(maxsize=2 * len(ranges))
+        stopped = threading.Event()
+
+        def list_range(after: str, before: str | None) -> None:
+            try:
+                for page in self._range_pages(after, before):
+                    if stopped.is_set():
+                        return
+                    _hand_over(pages, page, stopped)
+            except Exception as error:  # raised to the lister, in its thread
+                _hand_over(pages, error, stopped)
+            finally:
+                _hand_over(pages, None, stopped)
+
         with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="s3-list") as pool:
-            for found in pool.map(self._list_range, *zip(*ranges)):
-                yield from found
+            for after, before in ranges:
+                pool.submit(list_range, after, before)
+            try:
+                ranges_left = len(ranges)
+                while ranges_left:
+                    page = pages.get()
+                    if page is None:
+                        ranges_left -= 1
+                    elif isinstance(page, Exception):
+                        raise page
+                    else:
+                        yield from page
+            finally:
+                stopped.set()  # ranges still listing stop at their next page
 
     def _key_ranges(self, listed_to: str) -> list[tuple[str, str | None]]:
         """The key space after ``listed_to`` cut into ranges, each (after this key, before
@@ -181,17 +212,17 @@ class S3Storage(Storage):
         cuts = sorted({self.prefix + cut for cut in cuts if self.prefix + cut > listed_to})
         return list(zip([listed_to, *cuts], [*cuts, None]))
 
-    def _list_range(self, after: str, before: str | None) -> list[StoredFile]:
-        """The files with keys in a range: pages from ``after`` until one passes ``before``."""
-        found: list[StoredFile] = []
+    def _range_pages(self, after: str, before: str | None) -> Iterator[list[StoredFile]]:
+        """The files with keys in a range, a page at a time: from ``after`` until a page
+        passes ``before``."""
         arguments = {"StartAfter": after}
         while True:
             page = self._list_page(**arguments)
             keys = page.get("Contents", [])
             within = [item for item in keys if before is None or item["Key"] < before]
-            found += self._stored_files(within)
+            yield self._stored_files(within)
             if len(within) < len(keys) or not page.get("IsTruncated"):
-                return found
+                return
             arguments = {"ContinuationToken": page["NextContinuationToken"]}
 
     def _stored_files(self, keys: list[dict]) -> list[StoredFile]:
@@ -539,3 +570,13 @@ def _ascii(value: str) -> str:
     """S3 metadata values as pypicloud writes them: NFKD, ASCII only, white space folded."""
     text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     return re.sub(r"\s+", " ", text).strip()
+
+
+def _hand_over(pages: queue.Queue, page, stopped: threading.Event) -> None:
+    """Put a page in the queue, unless the lister has stopped taking them."""
+    while not stopped.is_set():
+        try:
+            pages.put(page, timeout=0.1)
+            return
+        except queue.Full:
+            continue
