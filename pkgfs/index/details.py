@@ -218,12 +218,10 @@ class DetailsFinder:
         """A file stored without a sha256: read once, hashed; a wheel's METADATA taken on
         the way. The hash is kept here only: the store is never written."""
         digest = hashlib.sha256()
-        reader = self.storage.open_reader(stored)
+        # The version listed, or Changed: a replacement's hash would be kept for it.
+        reader = self.storage.open_listed(stored)
         with tempfile.SpooledTemporaryFile(_SPOOL, dir=os.path.dirname(self.cache.path)) as copy:
             try:
-                if reader.stored is not None and reader.stored != stored:
-                    # Replaced since it was listed: its hash would be kept for the old one.
-                    raise Changed(f"{stored.location} changed since it was listed")
                 for offset in range(0, stored.size, 1 << 20):
                     chunk = reader.read(offset, 1 << 20)
                     digest.update(chunk)

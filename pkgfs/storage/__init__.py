@@ -16,6 +16,7 @@ from typing import Iterator
 
 from cachetools import LRUCache
 
+from ..errors import Changed
 from ..names import NotADistribution, is_project_name, normalize, parse_filename
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def open_reader(self, stored: StoredFile) -> Reader:
         """A reader of the exact stored bytes; NotFound if the file is gone."""
+
+    def open_listed(self, stored: StoredFile) -> Reader:
+        """A reader of the very version listed; Changed if another has replaced it since
+        (``open_reader`` opens whatever is there, and says which in ``Reader.stored``)."""
+        reader = self.open_reader(stored)
+        if reader.stored is not None and reader.stored != stored:
+            reader.close()
+            raise Changed(f"{stored.location} changed since it was listed")
+        return reader
 
     @abc.abstractmethod
     def store(self, project: str, filename: str, source: str, metadata: dict[str, str], *,

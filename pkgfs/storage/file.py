@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import AlreadyExists, Changed, NotFound, StorageError, StorageUnavailable
+from ..errors import AlreadyExists, NotFound, StorageError, StorageUnavailable
 from ..names import parse_filename
 from . import Fetched, Reader, Storage, StoredFile, report_once, report_skipped, stored_file
 
@@ -121,10 +121,8 @@ class FileStorage(Storage):
         return _read_meta(stored.location + ".meta")
 
     def fetch(self, stored: StoredFile, start: int, length: int) -> Fetched:
-        reader = self.open_reader(stored)
+        reader = self.open_listed(stored)
         try:
-            if reader.stored != stored:  # replaced since it was listed
-                raise Changed(f"{stored.location} changed since it was listed")
             return Fetched(reader.read(start, length), self.read_metadata(stored))
         finally:
             reader.close()
