@@ -27,8 +27,9 @@ _reported: LRUCache = LRUCache(maxsize=100_000)
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    """One distribution file in the store, as the mount shows it. A listing holds one per
-    file: slots, and one string per project (interned), keep it at ~450 bytes a file."""
+    """One distribution file in the store, as the mount shows it. A listing hands one over
+    per file (the catalog keeps them in columns, and makes one again when asked): slots,
+    and one string per project (interned), keep each small."""
 
     project: str  # PEP 503 normalized
     filename: str
