@@ -9,7 +9,6 @@ import fuse
 from cachetools import LRUCache
 
 
-
 class KernelCache:
     """Tells the kernel to forget the names of folders whose files changed, and the root's
     page links, so that nothing it keeps outlives a change made through this mount.

@@ -162,11 +162,16 @@ _OUR_TEMPORARY = re.compile(r"^\.(metadata|.+)\.[0-9a-f]{16}$")
 LEFT_BEHIND_AFTER = 3600.0
 
 
+def _left_behind(stat: os.stat_result) -> bool:
+    """Written so long ago that its writer, if it was still writing, has died."""
+    return time.time() - stat.st_mtime > LEFT_BEHIND_AFTER
+
+
 def _remove_if_left_by_a_dead_writer(entry: os.DirEntry) -> None:
     if not _OUR_TEMPORARY.match(entry.name):
         return  # someone else's hidden file: not ours to remove
     try:
-        if time.time() - entry.stat(follow_symlinks=False).st_mtime > LEFT_BEHIND_AFTER:
+        if _left_behind(entry.stat(follow_symlinks=False)):
             os.unlink(entry.path)
             log.info("removed %s, left by a writer that died", entry.path)
     except FileNotFoundError:
@@ -197,7 +202,7 @@ def _publish_new(package_temporary: str, meta_temporary: str, target: str,
 
 def _being_written(meta: str) -> bool:
     try:
-        return time.time() - os.stat(meta).st_mtime < LEFT_BEHIND_AFTER
+        return not _left_behind(os.stat(meta))
     except FileNotFoundError:
         return False
 

@@ -177,15 +177,16 @@ class _Prefetcher:
             if not self._stopped:  # closed while reading: the reader has gone
                 log.exception("reading ahead failed")
             chunk = StorageError(f"reading ahead failed: {error!r}")
+        last = not isinstance(chunk, bytes) or not chunk  # an error, or the end
         with self._changed:
             self._reading = False
-            if budgeted and (self._stopped or not isinstance(chunk, bytes) or not chunk):
+            if budgeted and (self._stopped or last):
                 self._budget.give_back()  # nothing held: closed, failed, or the end
                 budgeted = False
             if self._stopped:
                 return
             self._read.append((chunk, budgeted))
-            self._ended = not isinstance(chunk, bytes) or not chunk
+            self._ended = last
             self._changed.notify_all()
             self._read_on(asked=False)
 
