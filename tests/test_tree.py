@@ -24,6 +24,14 @@ def tree(tmp_path):
     tree.close()
 
 
+def copy_in(tree, parts: list[str], data: bytes) -> None:
+    """What cp does: create, write, close (the writer's own), release."""
+    writing = tree.create(parts, writer=WRITER)
+    writing.write(data, 0)
+    assert writing.closed_by(WRITER)
+    writing.release()
+
+
 def test_a_copy_is_stored_by_its_writers_close_and_never_by_a_reader(tree):
     data = wheel("my-pkg", "1.0")
     writing = tree.create([WHEEL], writer=WRITER)
@@ -59,10 +67,7 @@ def test_a_copy_is_stored_by_its_writers_close_and_never_by_a_reader(tree):
 def test_a_stored_file_is_replaced_whole_or_not_opened_to_write(tree):
     data = wheel("my-pkg", "1.0")
     tree.make_project(["my-pkg"])
-    writing = tree.create(["my-pkg", WHEEL], writer=WRITER)
-    writing.write(data, 0)
-    writing.closed_by(WRITER)
-    writing.release()
+    copy_in(tree, ["my-pkg", WHEEL], data)
 
     stored = tree.node(["my-pkg", WHEEL])
     with pytest.raises(ChangeInPlace):  # >> or O_RDWR
@@ -71,10 +76,7 @@ def test_a_stored_file_is_replaced_whole_or_not_opened_to_write(tree):
 
 
 def test_pages_are_links_to_read_only_versions(tree):
-    writing = tree.create([WHEEL], writer=WRITER)
-    writing.write(wheel("my-pkg", "1.0"), 0)
-    writing.closed_by(WRITER)
-    writing.release()
+    copy_in(tree, [WHEEL], wheel("my-pkg", "1.0"))
 
     versions = []
     for parts in (["index.html"], ["my-pkg", "index.json"]):
@@ -93,10 +95,7 @@ def test_pages_are_links_to_read_only_versions(tree):
 
 
 def test_folders_are_folders(tree):
-    writing = tree.create([WHEEL], writer=WRITER)
-    writing.write(wheel("my-pkg", "1.0"), 0)
-    writing.closed_by(WRITER)
-    writing.release()
+    copy_in(tree, [WHEEL], wheel("my-pkg", "1.0"))
     for parts in ([], ["my-pkg"], ["My_Pkg"]):
         assert tree.node(parts).attributes().folder
         with pytest.raises(IsADirectoryError):
