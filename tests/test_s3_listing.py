@@ -1,5 +1,6 @@
-"""Listing a bucket of thousands of files in key ranges at once, in-process against moto: every
-file once, nothing else, and no more LIST requests than a page a thousand plus one a range."""
+"""Listing a bucket of thousands of files in key ranges at once, in-process against moto and
+SeaweedFS: every file once, nothing else, and no more LIST requests than a page a thousand
+plus one a range."""
 
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -7,15 +8,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import BUCKET, CREDENTIALS
+from harness import SeaweedServer
 from pkgfs.storage.s3 import S3Storage
 from stores import S3Store
 
 FILES = 2_300  # three pages and a bit
 
 
-def storage_of(moto_server, prepend_hash: bool, concurrency: int = 16) -> S3Storage:
-    return S3Storage(BUCKET, prefix="packages/", prepend_hash=prepend_hash,
-                     endpoint_url=moto_server.endpoint, region="us-east-1",
+def storage_of(server, prepend_hash: bool, concurrency: int = 16, bucket: str = BUCKET
+               ) -> S3Storage:
+    return S3Storage(bucket, prefix="packages/", prepend_hash=prepend_hash,
+                     endpoint_url=server.endpoint, region="us-east-1",
                      access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                      secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                      list_concurrency=concurrency)
@@ -75,3 +78,26 @@ def test_one_range_at_a_time_lists_the_same(s3_client, moto_server):
     many = sorted(stored.location for stored in storage_of(moto_server, True).list_files())
     one = sorted(stored.location for stored in storage_of(moto_server, True, 1).list_files())
     assert one == many and len(one) == FILES
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory):
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("prepend_hash", [True, False], ids=["hashed", "plain"])
+def test_a_store_that_keeps_keys_as_folders_is_listed_whole(seaweedfs, prepend_hash):
+    """SeaweedFS answers a listing that starts after a folder's name without that folder (S3
+    starts after the key, and the folder's keys sort after it): no range may start so."""
+    bucket = f"whole-{'hashed' if prepend_hash else 'plain'}"
+    seaweedfs.create_bucket(bucket)
+    store = S3Store(seaweedfs.client(), bucket, prefix="packages/", prepend_hash=prepend_hash)
+    # A project of each one-letter name, where ranges by first letter begin.
+    names = NAMES + [f"{letter}-1.0.tar.gz" for letter in "0123456789abcdefghijklmnopqrstuvwxyz"]
+    fill(store, names)
+    listed = [(stored.project, stored.filename)
+              for stored in storage_of(seaweedfs, prepend_hash, bucket=bucket).list_files()]
+    assert sorted(listed) == sorted((name.partition("-")[0], name) for name in names)

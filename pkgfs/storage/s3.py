@@ -209,7 +209,10 @@ class S3Storage(Storage):
                        if letter > rest[:1]]
             count = max(1, min(self.list_concurrency, len(letters)))
             cuts = [letters[len(letters) * part // count] for part in range(1, count)]
-        cuts = sorted({self.prefix + cut for cut in cuts if self.prefix + cut > listed_to})
+        # A range begins at a folder's own prefix ("packages/4000/"): a store that keeps keys
+        # as folders (SeaweedFS) starts a listing after "packages/4000" past that folder.
+        cuts = sorted({marker for marker in (f"{self.prefix}{cut}/" for cut in cuts)
+                       if marker > listed_to})
         return list(zip([listed_to, *cuts], [*cuts, None]))
 
     def _range_pages(self, after: str, before: str | None) -> Iterator[list[StoredFile]]:
