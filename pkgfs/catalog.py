@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Callable
 
 from .errors import PkgfsError, StorageUnavailable
+from .heap import give_back_freed
 from .storage import Storage, StoredFile, report_skipped
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ class Catalog:
                 if listing.started > self._listed_at:  # no newer listing was shown meanwhile
                     self._install(tree, listing.started)
         listing.done.set()
+        if listing.error is None:
+            give_back_freed()  # what the listing replaced, and the buffers it outgrew
 
     def _install(self, tree: Tree, started: float) -> None:
         if self._snapshot is not None:
@@ -169,39 +172,43 @@ class Catalog:
 
     def _list(self) -> Tree:
         started = time.monotonic()
-        listed: dict[str, _Columns] = {}
-        count = 0
+        listed = _Columns()
         for stored in self.storage.list_files():
-            columns = listed.get(stored.project)
-            if columns is None:
-                columns = listed[stored.project] = _Columns()
-            columns.add(stored, self.storage)
-            count += 1
-        tree = {project: ProjectFiles(project, listed.pop(project), self.storage)
-                for project in list(listed)}
+            listed.add(stored, self.storage)
+        tree = listed.tree(self.storage)
         log.debug("listed %d files in %d projects in %.3fs",
-                  count, len(tree), time.monotonic() - started)
+                  len(listed), len(tree), time.monotonic() - started)
         return tree
 
 
 class _Columns:
-    """One project's files as a listing finds them, appended to arrays as they come, so
-    that a listing holds no object a file: its peak is little more than what it leaves
-    (the heap a peak grew to is not given back: small objects pin it)."""
+    """Files as a listing finds them, appended to a few long buffers as they come (names
+    end to end, sizes, times, ETags), whatever their project: a listing holds no object a
+    file, nor a few a project, that would stay behind scattered among the short-lived
+    objects of the S3 answers and keep their memory from being given back."""
 
-    __slots__ = ("names", "sizes", "mtimes", "etags", "revisions", "locations")
+    __slots__ = ("projects", "project_of", "names", "name_ends", "sizes", "mtimes", "etags",
+                 "revisions", "locations")
 
     def __init__(self):
-        self.names: list[str] = []
+        self.projects: dict[str, int] = {}  # project -> its number, in order found
+        self.project_of = array("I")  # each file's project number
+        self.names = bytearray()  # the names, UTF-8, end to end
+        self.name_ends = array("I")  # where each name ends in ``names``
         self.sizes = array("q")
         self.mtimes = array("d")
         self.etags = bytearray()  # 16 bytes a file; zeros where it has no plain ETag
         self.revisions: dict[int, str] = {}  # revisions that are no plain ETag, by position
         self.locations: dict[int, str] = {}  # locations where the store would not put it
 
+    def __len__(self) -> int:
+        return len(self.sizes)
+
     def add(self, stored: StoredFile, storage: Storage) -> None:
-        index = len(self.names)
-        self.names.append(stored.filename)
+        index = len(self.sizes)
+        self.project_of.append(self.projects.setdefault(stored.project, len(self.projects)))
+        self.names += stored.filename.encode()
+        self.name_ends.append(len(self.names))
         self.sizes.append(stored.size)
         self.mtimes.append(stored.mtime)
         etag = _etag_bytes(stored.revision)
@@ -211,88 +218,145 @@ class _Columns:
         if stored.location != storage.location(stored.project, stored.filename):
             self.locations[index] = stored.location
 
+    def name(self, index: int) -> bytes:
+        """A file's name, UTF-8."""
+        return bytes(self.names[self.name_ends[index - 1] if index else 0:self.name_ends[index]])
+
     def location(self, index: int, project: str, storage: Storage) -> str:
-        return self.locations.get(index) or storage.location(project, self.names[index])
+        return self.locations.get(index) or storage.location(project, self.name(index).decode())
+
+    def tree(self, storage: Storage) -> Tree:
+        """Each project's files, in name order, in columns they share."""
+        shared = _Columns()
+        tree: Tree = {}
+        for project, positions in self._by_project():
+            first = len(shared)
+            for index in _once(project, positions, self, storage):
+                shared._copy(self, index)
+            tree[project] = ProjectFiles(project, shared, first, len(shared), storage)
+        shared.names = bytes(shared.names)  # never appended to again
+        if shared.etags.count(0) == len(shared.etags):  # a file store's: none has an ETag
+            shared.etags = b""
+        return tree
+
+    def _by_project(self) -> Iterator[tuple[str, array]]:
+        """The projects in name order, each with its files' positions (a counting sort: no
+        object a file)."""
+        counts = array("I", bytes(4 * len(self.projects)))
+        for number in self.project_of:
+            counts[number] += 1
+        starts = array("I", bytes(4 * len(self.projects)))
+        total = 0
+        for number, count in enumerate(counts):
+            starts[number] = total
+            total += count
+        grouped = array("I", bytes(4 * len(self)))
+        filled = array("I", starts)
+        for index, number in enumerate(self.project_of):
+            grouped[filled[number]] = index
+            filled[number] += 1
+        for project in sorted(self.projects):
+            number = self.projects[project]
+            yield project, grouped[starts[number]:starts[number] + counts[number]]
+
+    def _copy(self, other: _Columns, index: int) -> None:
+        """Append another's file ``index``."""
+        position = len(self.sizes)
+        self.names += other.name(index)
+        self.name_ends.append(len(self.names))
+        self.sizes.append(other.sizes[index])
+        self.mtimes.append(other.mtimes[index])
+        self.etags += other.etags[16 * index:16 * index + 16]
+        if index in other.revisions:
+            self.revisions[position] = other.revisions[index]
+        if index in other.locations:
+            self.locations[position] = other.locations[index]
 
 
 class ProjectFiles(Mapping):
-    """One project's files in a listing, filename -> StoredFile, held in columns: a
-    million files must fit in memory (issue 13), and an object a file with its own
-    strings cost ~450 bytes where these cost ~185 (ten files a project).
+    """One project's files in a listing, filename -> StoredFile: a stretch of columns that
+    all projects of the listing share. A million files must fit in memory (issue 13):
+    an object a file with its own strings cost ~450 bytes, an object a project with its
+    own columns ~185, this ~110 (ten files a project; its project's name and this view
+    are most of it).
 
-    Names are kept sorted; sizes and times in arrays; S3 ETags (a quoted MD5) as 16
-    bytes each; the location only where it is not where the store puts a file of that
-    name. A StoredFile is made when one is asked for.
+    Names are kept sorted (as UTF-8, whose byte order is the order of the names); sizes
+    and times in arrays; S3 ETags (a quoted MD5) as 16 bytes each; the location only
+    where it is not where the store puts a file of that name. A StoredFile is made when
+    one is asked for.
     """
 
-    __slots__ = ("project", "_storage", "_names", "_sizes", "_mtimes", "_etags", "_revisions",
-                 "_locations")
+    __slots__ = ("project", "_storage", "_columns", "_first", "_end")
 
-    def __init__(self, project: str, columns: _Columns, storage: Storage):
+    def __init__(self, project: str, columns: _Columns, first: int, end: int,
+                 storage: Storage):
         self.project = project
         self._storage = storage
-        order = _sorted_once(project, columns, storage)
-        self._names = tuple(columns.names[index] for index in order)
-        self._sizes = array("q", (columns.sizes[index] for index in order))
-        self._mtimes = array("d", (columns.mtimes[index] for index in order))
-        etags = b"".join(bytes(columns.etags[16 * index:16 * index + 16]) for index in order)
-        self._etags = etags if any(etags) else b""
-        self._revisions = {new: columns.revisions[old] for new, old in enumerate(order)
-                           if old in columns.revisions} or _NONE
-        self._locations = {new: columns.locations[old] for new, old in enumerate(order)
-                           if old in columns.locations} or _NONE
+        self._columns = columns
+        self._first = first
+        self._end = end
 
     @classmethod
     def of(cls, project: str, files: Iterable[StoredFile], storage: Storage) -> ProjectFiles:
         columns = _Columns()
         for stored in files:
             columns.add(stored, storage)
-        return cls(project, columns, storage)
+        return columns.tree(storage).get(project) or cls(project, columns, 0, 0, storage)
 
     def __getitem__(self, filename: str) -> StoredFile:
-        index = bisect.bisect_left(self._names, filename)
-        if index == len(self._names) or self._names[index] != filename:
+        index = self._find(filename)
+        if index is None:
             raise KeyError(filename)
         return self._file(index)
 
     def __contains__(self, filename: object) -> bool:
-        index = bisect.bisect_left(self._names, filename)
-        return index < len(self._names) and self._names[index] == filename
+        return isinstance(filename, str) and self._find(filename) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return (self._columns.name(index).decode() for index in range(self._first, self._end))
 
     def __len__(self) -> int:
-        return len(self._names)
+        return self._end - self._first
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProjectFiles):
             return NotImplemented
-        return (self._names, self._sizes, self._mtimes, self._etags, self._revisions,
-                self._locations) == (other._names, other._sizes, other._mtimes, other._etags,
-                                     other._revisions, other._locations)
+        return self._rows() == other._rows()
 
     __hash__ = None
 
+    def _find(self, filename: str) -> int | None:
+        wanted = filename.encode()
+        index = bisect.bisect_left(range(self._first, self._end), wanted,
+                                   key=self._columns.name) + self._first
+        return index if index < self._end and self._columns.name(index) == wanted else None
+
+    def _rows(self) -> tuple:
+        """What tells this project's files from others: its stretch of each column."""
+        columns, first, end = self._columns, self._first, self._end
+        return ([columns.name(index) for index in range(first, end)], columns.sizes[first:end],
+                columns.mtimes[first:end], bytes(columns.etags[16 * first:16 * end]),
+                [columns.revisions.get(index) for index in range(first, end)],
+                [columns.locations.get(index) for index in range(first, end)])
+
     def _file(self, index: int) -> StoredFile:
-        filename = self._names[index]
-        location = self._locations.get(index) or self._storage.location(self.project, filename)
-        revision = self._revisions.get(index, "")
-        if not revision and self._etags:
-            etag = self._etags[16 * index:16 * index + 16]
-            revision = f'"{etag.hex()}"' if any(etag) else ""
-        return StoredFile(self.project, filename, self._sizes[index], self._mtimes[index],
-                          location, revision)
+        columns = self._columns
+        filename = columns.name(index).decode()
+        revision = columns.revisions.get(index, "")
+        etag = columns.etags[16 * index:16 * index + 16]
+        if not revision and any(etag):
+            revision = f'"{etag.hex()}"'
+        return StoredFile(self.project, filename, columns.sizes[index], columns.mtimes[index],
+                          columns.location(index, self.project, self._storage), revision)
 
 
-def _sorted_once(project: str, columns: _Columns, storage: Storage) -> list[int]:
-    """The positions of a project's files in name order, each name once (a store may
-    hold one name twice: under two hash folders, or two project folders that normalize
-    alike); the first found is shown."""
-    order = sorted(range(len(columns.names)), key=lambda index: (columns.names[index], index))
+def _once(project: str, positions: array, columns: _Columns, storage: Storage) -> list[int]:
+    """A project's files' positions in name order, each name once (a store may hold one
+    name twice: under two hash folders, or two project folders that normalize alike);
+    the first found is shown."""
     kept: list[int] = []
-    for index in order:
-        if kept and columns.names[kept[-1]] == columns.names[index]:
+    for index in sorted(positions, key=lambda index: (columns.name(index), index)):
+        if kept and columns.name(kept[-1]) == columns.name(index):
             report_skipped(columns.location(index, project, storage),
                            f"same file as {columns.location(kept[-1], project, storage)}")
         else:
@@ -300,7 +364,6 @@ def _sorted_once(project: str, columns: _Columns, storage: Storage) -> list[int]
     return kept
 
 
-_NONE: dict = {}  # shared by the many projects with nothing out of the ordinary
 _PLAIN_ETAG = re.compile(r'"[0-9a-f]{32}"')
 
 

@@ -1,6 +1,5 @@
 """Mount and unmount: the mount point's checks, the FUSE session, the daemon."""
 
-import ctypes
 import errno
 import hashlib
 import logging
@@ -20,6 +19,7 @@ from .catalog import Catalog
 from . import locks
 from .config import Config, FileStoreConfig
 from .errors import MountError
+from .heap import few_malloc_arenas
 from .storage.file import FileStorage
 from .storage.s3 import S3Storage
 from .status import Figures, StatusFile, daemon_memory_mib, is_alive
@@ -188,7 +188,7 @@ def serve(config: Config, options: MountOptions, ready_fd: int | None = None) ->
 
 def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
     check_mountpoint(options.mountpoint)
-    _few_malloc_arenas()
+    few_malloc_arenas()
     figures = Figures()
     storage = open_storage(config, figures)
     storage.check()
@@ -284,16 +284,6 @@ def _detach_from_terminal(mountpoint: str) -> None:
     os.close(log_fd)
 
 
-def _few_malloc_arenas() -> None:
-    """glibc gives each thread that allocates an arena of its own, up to 8 a core; the
-    daemon's many short threads (a request each, FUSE's) leave each arena's freed memory
-    resident. Set early, before the threads start."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc only
-    if mallopt is not None:
-        mallopt(_M_ARENA_MAX, 2)
-
-
-_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> int:

@@ -9,14 +9,15 @@ import pytest
 
 from conftest import BUCKET, CREDENTIALS
 from harness import SeaweedServer
+from pkgfs.config import DEFAULT_LIST_CONCURRENCY
 from pkgfs.storage.s3 import S3Storage
 from stores import S3Store
 
 FILES = 2_300  # three pages and a bit
 
 
-def storage_of(server, prepend_hash: bool, concurrency: int = 16, bucket: str = BUCKET
-               ) -> S3Storage:
+def storage_of(server, prepend_hash: bool, concurrency: int = DEFAULT_LIST_CONCURRENCY,
+               bucket: str = BUCKET) -> S3Storage:
     return S3Storage(bucket, prefix="packages/", prepend_hash=prepend_hash,
                      endpoint_url=server.endpoint, region="us-east-1",
                      access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -61,7 +62,7 @@ def test_a_big_store_is_listed_whole_in_ranges(s3_client, moto_server, prepend_h
     pages = math.ceil(len(expected) / 1000)
     # Hash folders tell the store's size from the first page: a range a page left, and
     # at most one page more each. Without, ranges by first letter: one more each at most.
-    assert requests <= (pages + 2 if prepend_hash else pages + 16), requests
+    assert requests <= (pages + 2 if prepend_hash else pages + DEFAULT_LIST_CONCURRENCY), requests
 
 
 def test_a_small_store_is_one_list(s3_client, moto_server):
@@ -75,7 +76,7 @@ def test_a_small_store_is_one_list(s3_client, moto_server):
 def test_one_range_at_a_time_lists_the_same(s3_client, moto_server):
     store = S3Store(s3_client, BUCKET, prefix="packages/")
     fill(store, NAMES)
-    many = sorted(stored.location for stored in storage_of(moto_server, True).list_files())
+    many = sorted(stored.location for stored in storage_of(moto_server, True, 16).list_files())
     one = sorted(stored.location for stored in storage_of(moto_server, True, 1).list_files())
     assert one == many and len(one) == FILES
 
@@ -98,6 +99,6 @@ def test_a_store_that_keeps_keys_as_folders_is_listed_whole(seaweedfs, prepend_h
     # A project of each one-letter name, where ranges by first letter begin.
     names = NAMES + [f"{letter}-1.0.tar.gz" for letter in "0123456789abcdefghijklmnopqrstuvwxyz"]
     fill(store, names)
-    listed = [(stored.project, stored.filename)
-              for stored in storage_of(seaweedfs, prepend_hash, bucket=bucket).list_files()]
+    storage = storage_of(seaweedfs, prepend_hash, 16, bucket)  # many ranges, many beginnings
+    listed = [(stored.project, stored.filename) for stored in storage.list_files()]
     assert sorted(listed) == sorted((name.partition("-")[0], name) for name in names)

@@ -71,7 +71,7 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0, list_concurrency: int = 16, read_ahead_mib: int = 256,
+                 timeout: float = 10.0, list_concurrency: int = 4, read_ahead_mib: int = 256,
                  figures: Figures | None = None,
                  abandoned_after: float = ABANDONED_AFTER):
         self.bucket = bucket
