@@ -277,8 +277,8 @@ class ProjectFiles(Mapping):
     """One project's files in a listing, filename -> StoredFile: a stretch of columns that
     all projects of the listing share. A million files must fit in memory (issue 13):
     an object a file with its own strings cost ~450 bytes, an object a project with its
-    own columns ~185, this ~110 (ten files a project; its project's name and this view
-    are most of it).
+    own columns ~185, this ~100 (ten files a project; the project's name, its view and
+    its entry in the listing's dict are a third of it).
 
     Names are kept sorted (as UTF-8, whose byte order is the order of the names); sizes
     and times in arrays; S3 ETags (a quoted MD5) as 16 bytes each; the location only
