@@ -37,6 +37,7 @@ from chart import bar_chart
 import boto3
 
 from harness import BUCKET, CREDENTIALS, Mounts, MotoServer, s3_config
+from pkgfs.config import DEFAULT_LIST_CONCURRENCY
 from proxy import CuttableProxy
 from stores import S3Store, wheel
 
@@ -415,7 +416,7 @@ def report(results: dict, files: int, ls_limit: float, baseline: float) -> None:
         print(f"pkgfs daemon RSS after ls -lR: {pkgfs['RSS MiB']:.0f} MiB, peak "
               f"{pkgfs['peak RSS MiB']:.0f} MiB")
         print(f"pkgfs cold ls -lR LIST requests:    {pkgfs['ls -lR cold requests'].get('LIST', 0)}"
-              f" (target <= {math.ceil(files / 1000)} + 16 ranges), HEAD: "
+              f" (target <= {math.ceil(files / 1000)} + {DEFAULT_LIST_CONCURRENCY} ranges), HEAD: "
               f"{pkgfs['ls -lR cold requests'].get('HEAD', 0)} (target 0)")
         print(f"pkgfs warm ls -lR requests:         {sum(pkgfs['ls -lR warm requests'].values())}"
               " (target 0)")
