@@ -284,8 +284,6 @@ def _detach_from_terminal(mountpoint: str) -> None:
     os.close(log_fd)
 
 
-
-
 def start_daemon(argv: list[str], mountpoint: str, timeout: float = 120.0) -> int:
     """Run ``pkgfs mount --foreground`` in the background; return once it is mounted.
 
