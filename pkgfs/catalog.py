@@ -318,6 +318,10 @@ class ProjectFiles(Mapping):
     def __len__(self) -> int:
         return self._end - self._first
 
+    def newest_mtime(self) -> float:
+        """The time of its newest file (its folder's), with no StoredFile made."""
+        return max(self._columns.mtimes[self._first:self._end], default=0.0)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProjectFiles):
             return NotImplemented

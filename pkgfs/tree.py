@@ -104,7 +104,7 @@ class PackageTree:
         if len(parts) == 1:
             files = self.catalog.project(parts[0])
             if files is not None:
-                return Directory(max(stored.mtime for stored in files.values()))
+                return Directory(files.newest_mtime())
             if parts[0] in self._new_projects:
                 return Directory(self._created_at)
             return self._stored_by_name(parts[0])

@@ -1,6 +1,8 @@
 """The tree's rules through the node protocol, in-process (no FUSE): what each path is,
 what opening it gives, and when a copy is stored."""
 
+import os
+
 import pytest
 
 from stores import wheel
@@ -100,3 +102,13 @@ def test_folders_are_folders(tree):
         assert tree.node(parts).attributes().folder
         with pytest.raises(IsADirectoryError):
             tree.node(parts).open(writing=False, truncating=False, process=READER)
+
+
+def test_a_project_folder_has_the_time_of_its_newest_file(tree, tmp_path):
+    for version, mtime in (("1.0", 1_700_000_000), ("2.0", 1_800_000_000), ("1.5", 1_750_000_000)):
+        path = tmp_path / "store" / "my-pkg" / version / f"my_pkg-{version}.tar.gz"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    folder = tree.node(["my-pkg"]).attributes()
+    assert folder.folder and folder.mtime == 1_800_000_000
