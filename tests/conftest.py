@@ -13,6 +13,7 @@ from harness import (  # noqa: F401  (the tests import these from here)
     CREDENTIALS,
     Mounts,
     MotoServer,
+    SeaweedServer,
     file_config,
     pkgfs,
     s3_config,
@@ -38,6 +39,15 @@ def skip_unless_root(what: str) -> None:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     server = MotoServer(tmp_path_factory.mktemp("moto") / "requests.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """SeaweedFS on loopback: each test makes a bucket of its own."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
     server.start()
     yield server
     server.stop()

@@ -83,10 +83,12 @@ class SeaweedServer:
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
             "filer.port.grpc", "s3.port.grpc")}
         log = open(self.folder / "weed.log", "ab")
+        # Each bucket gets volumes of its own: a few buckets need more than a handful (their
+        # files take only the space written).
         self.process = subprocess.Popen(
             [weed_command(), "server", f"-dir={self.folder}", "-ip=127.0.0.1",
              "-ip.bind=127.0.0.1", "-filer", "-s3", f"-s3.port={self.port}",
-             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=100",
              "-master.volumeSizeLimitMB=64",
              *(f"{option}={port}" for option, port in ports.items())],
             stdout=log, stderr=log)

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import BUCKET, CREDENTIALS
-from harness import SeaweedServer
 from pkgfs.config import DEFAULT_LIST_CONCURRENCY
 from pkgfs.storage.s3 import S3Storage
 from stores import S3Store
@@ -79,14 +78,6 @@ def test_one_range_at_a_time_lists_the_same(s3_client, moto_server):
     many = sorted(stored.location for stored in storage_of(moto_server, True, 16).list_files())
     one = sorted(stored.location for stored in storage_of(moto_server, True, 1).list_files())
     assert one == many and len(one) == FILES
-
-
-@pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory):
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("prepend_hash", [True, False], ids=["hashed", "plain"])
