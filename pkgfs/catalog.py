@@ -205,18 +205,12 @@ class _Columns:
         return len(self.sizes)
 
     def add(self, stored: StoredFile, storage: Storage) -> None:
-        index = len(self.sizes)
         self.project_of.append(self.projects.setdefault(stored.project, len(self.projects)))
-        self.names += stored.filename.encode()
-        self.name_ends.append(len(self.names))
-        self.sizes.append(stored.size)
-        self.mtimes.append(stored.mtime)
         etag = _etag_bytes(stored.revision)
-        self.etags += etag or bytes(16)
-        if stored.revision and etag is None:
-            self.revisions[index] = stored.revision
-        if stored.location != storage.location(stored.project, stored.filename):
-            self.locations[index] = stored.location
+        elsewhere = stored.location != storage.location(stored.project, stored.filename)
+        self._append(stored.filename.encode(), stored.size, stored.mtime, etag or bytes(16),
+                     stored.revision if stored.revision and etag is None else None,
+                     stored.location if elsewhere else None)
 
     def name(self, index: int) -> bytes:
         """A file's name, UTF-8."""
@@ -261,16 +255,23 @@ class _Columns:
 
     def _copy(self, other: _Columns, index: int) -> None:
         """Append another's file ``index``."""
-        position = len(self.sizes)
-        self.names += other.name(index)
+        self._append(other.name(index), other.sizes[index], other.mtimes[index],
+                     other.etags[16 * index:16 * index + 16], other.revisions.get(index),
+                     other.locations.get(index))
+
+    def _append(self, name: bytes, size: int, mtime: float, etag: bytes, revision: str | None,
+                location: str | None) -> None:
+        """One file's row; ``revision`` and ``location`` only where out of the ordinary."""
+        index = len(self.sizes)
+        self.names += name
         self.name_ends.append(len(self.names))
-        self.sizes.append(other.sizes[index])
-        self.mtimes.append(other.mtimes[index])
-        self.etags += other.etags[16 * index:16 * index + 16]
-        if index in other.revisions:
-            self.revisions[position] = other.revisions[index]
-        if index in other.locations:
-            self.locations[position] = other.locations[index]
+        self.sizes.append(size)
+        self.mtimes.append(mtime)
+        self.etags += etag
+        if revision is not None:
+            self.revisions[index] = revision
+        if location is not None:
+            self.locations[index] = location
 
 
 class ProjectFiles(Mapping):
