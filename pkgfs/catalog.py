@@ -319,6 +319,12 @@ class ProjectFiles(Mapping):
     def __len__(self) -> int:
         return self._end - self._first
 
+    def sizes_and_times(self) -> Iterator[tuple[str, int, float]]:
+        """Each file's name, size and time, in name order, with no StoredFile made."""
+        columns = self._columns
+        for index in range(self._first, self._end):
+            yield columns.name(index).decode(), columns.sizes[index], columns.mtimes[index]
+
     def newest_mtime(self) -> float:
         """The time of its newest file (its folder's), with no StoredFile made."""
         return max(self._columns.mtimes[self._first:self._end], default=0.0)

@@ -5,6 +5,7 @@ Nothing else happens here; the tree holds the rules, the storage its layout,
 """
 
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -13,8 +14,6 @@ import threading
 from typing import Callable
 
 from cachetools import LRUCache
-import fuse
-from fuse import FuseOSError, Operations
 
 from .errors import (
     AccessDenied,
@@ -32,8 +31,12 @@ from .errors import (
     StorageUnavailable,
 )
 from .kernel_cache import KernelCache
+from . import libfuse
+from .libfuse import fuse
 from .nodes import Attributes, Handle
 from .tree import PackageTree
+
+FuseOSError = fuse.FuseOSError
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +52,41 @@ _QUIET = (errno.ENOENT,)
 _WRITING = ("create", "open", "write", "flush", "fsync", "rename", "release")
 
 
-class PackageFS(Operations):
+def _answered(operation: Callable) -> Callable:
+    """Every FUSE call passes here: the one place errors become errno values."""
+    name = operation.__name__
+
+    @functools.wraps(operation)
+    def answer(self, *args):
+        try:
+            return operation(self, *args)
+        except FuseOSError:
+            raise
+        except PkgfsError as error:
+            code = next(code for kind, code in _ERRNO if isinstance(error, kind))
+            level = logging.DEBUG if code in _QUIET else logging.WARNING
+            log.log(level, "%s %s refused: %s", name, args[0] if args else "", error)
+            if name in _WRITING and code not in _QUIET:
+                self.tree.figures.refused()
+            raise FuseOSError(code) from None
+        except OSError as error:
+            log.warning("%s %s: %s", name, args[0] if args else "", error)
+            raise FuseOSError(error.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s %s failed", name, args[0] if args else "")
+            raise FuseOSError(errno.EIO) from None
+    return answer
+
+
+class PackageFS(fuse.Operations):
     """``/<project>/<filename>`` of a PackageTree."""
 
     use_ns = True
-    # Reads, writes and closes of a file removed while open come with no path
-    # (hard_remove): they go by handle, as they do anyway.
-    flag_nullpath_ok = True
     # Calls that have nothing to do here are not offered to libfuse at all, so that they
-    # never cost a trip through the daemon: folders open and close without it (ls -lR
-    # opens one per project), the kernel takes locks itself, and extended attributes
-    # answer ENOSYS once, after which the kernel stops asking (listing them gives none).
-    opendir = releasedir = fsyncdir = access = lock = bmap = ioctl = None
+    # never cost a trip through the daemon: the kernel takes locks itself, and extended
+    # attributes answer ENOSYS once, after which the kernel stops asking (listing them
+    # gives none).
+    fsyncdir = access = lock = bmap = ioctl = None
     getxattr = setxattr = removexattr = None
 
     def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
@@ -69,42 +95,33 @@ class PackageFS(Operations):
         self._kernel = KernelCache()
         tree.catalog.on_change(self._kernel.forget_projects)
         self._open: dict[int, Handle] = {}
+        self._folders: dict[int, _OpenFolder] = {}
         # What each file was at its last open: while it is the same, the kernel
         # keeps its pages from one open to the next.
         self._opened_as: LRUCache = LRUCache(maxsize=100_000)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
-    def __call__(self, operation: str, *args):
-        """Every FUSE call passes here: the one place errors become errno values."""
-        try:
-            return super().__call__(operation, *args)
-        except FuseOSError:
-            raise
-        except PkgfsError as error:
-            code = next(code for kind, code in _ERRNO if isinstance(error, kind))
-            level = logging.DEBUG if code in _QUIET else logging.WARNING
-            log.log(level, "%s %s refused: %s", operation, args[0] if args else "", error)
-            if operation in _WRITING and code not in _QUIET:
-                self.tree.figures.refused()
-            raise FuseOSError(code) from None
-        except OSError as error:
-            log.warning("%s %s: %s", operation, args[0] if args else "", error)
-            raise FuseOSError(error.errno or errno.EIO) from None
-        except Exception:
-            log.exception("%s %s failed", operation, args[0] if args else "")
-            raise FuseOSError(errno.EIO) from None
-
-    def init(self, path):
+    @_answered
+    def init_with_config(self, connection, config):
+        # Reads, writes and closes of a file removed while open come with no path
+        # (hard_remove): they go by handle, as they do anyway.
+        config.nullpath_ok = True
+        # Each read of a folder brings its names' attributes, not only its first part
+        # (libfuse's adaptive default): ls -l reads a big folder in many parts, then stats
+        # every name, and each name whose attributes did not come is a lookup.
+        libfuse.turn_off(connection, libfuse.READDIRPLUS_AUTO)
         self._kernel.attach()
         self._on_ready()
 
+    @_answered
     def destroy(self, path):
         self._kernel.close()
         self.tree.close()
 
     # --- Looking ---------------------------------------------------------
 
+    @_answered
     def getattr(self, path, fi=None):
         opened = self._open.get(fi.fh) if fi else None  # fi: libfuse's file info, or none
         if opened is not None:
@@ -119,14 +136,37 @@ class PackageFS(Operations):
             self._kernel.seen_folder(parts[0], self.tree.resolve(parts)[0])
         return _stat(attributes)
 
+    @_answered
     def readlink(self, path):
         return self.tree.node(_split(path)).attributes().link
 
-    def readdir(self, path, fh):
-        """Names with their type (d_type), so that find and ls --color need no stat of each."""
-        return [".", "..", *((name, _FOLDER if folder else _FILE, 0)
-                             for name, folder in self.tree.entries(_split(path)))]
+    @_answered
+    def listxattr(self, path):
+        return []  # as a filesystem without extended attributes answers
 
+    @_answered
+    def opendir(self, path):
+        with self._lock:
+            handle = next(self._handles)
+            self._folders[handle] = _OpenFolder(_split(path))
+        return handle
+
+    @_answered
+    def readdir(self, path, fh, offset):
+        """The folder's names, each with its attributes (from ``offset`` on). Taken whole at
+        its first read (and again at a rewinddir): the reads that follow go on with the
+        same names, whatever changes meanwhile."""
+        folder = self._folders[fh]
+        if offset == 0 or folder.entries is None:
+            folder.entries = [(".", None), ("..", None), *self.tree.entries(folder.parts)]
+        return folder.entries
+
+    @_answered
+    def releasedir(self, path, fh):
+        with self._lock:
+            del self._folders[fh]
+
+    @_answered
     def statfs(self, path):
         """The store's space, or, for S3, large numbers as s3ql and mountpoint-s3 give, so
         that df and free-space checks let copies through."""
@@ -139,6 +179,7 @@ class PackageFS(Operations):
 
     # The operations below get libfuse's file info (raw_fi): ``fi.fh`` is our handle.
 
+    @_answered
     def open(self, path, fi):
         writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
         truncating = bool(fi.flags & os.O_TRUNC) and not fi.flags & os.O_APPEND
@@ -151,20 +192,25 @@ class PackageFS(Operations):
                 fi.keep_cache = self._opened_as.get(path) == attributes.version
                 self._opened_as[path] = attributes.version
 
+    @_answered
     def create(self, path, mode, fi):
         fi.fh = self._handle(self.tree.create(_split(path), writer=self._caller()))
 
+    @_answered
     def read(self, path, size, offset, fi):
         return self._open[fi.fh].read(offset, size)
 
+    @_answered
     def write(self, path, data, offset, fi):
         return self._open[fi.fh].write(data, offset)
 
+    @_answered
     def truncate(self, path, length, fi=None):
         if fi is not None:
             return self._open[fi.fh].truncate(length)
         self.tree.truncate(_split(path), length)
 
+    @_answered
     def flush(self, path, fi):
         """A close of one of the descriptors of a handle. The writer's own close stores the
         file, whole; the closes of processes that inherited the descriptor (``(cat a; cat b)
@@ -175,38 +221,53 @@ class PackageFS(Operations):
             # The pages a copy changed are new to whoever reads them next.
             self._kernel.wait_until_told()
 
+    @_answered
     def fsync(self, path, datasync, fi):
         self._open[fi.fh].sync()
 
+    @_answered
     def release(self, path, fi):
         with self._lock:
             opened = self._open.pop(fi.fh)
         opened.release()
 
+    @_answered
     def unlink(self, path):
         self.tree.delete(_split(path))
 
-    def rename(self, old, new):
+    @_answered
+    def rename(self, old, new, flags=0):
+        if flags:  # renameat2's NOREPLACE or EXCHANGE: mv does without (what libfuse 2 gave)
+            raise FuseOSError(errno.EINVAL)
         self.tree.rename(_split(old), _split(new))
 
     # --- Folders ---------------------------------------------------------
 
+    @_answered
     def mkdir(self, path, mode):
         self.tree.make_project(_split(path))
 
+    @_answered
     def rmdir(self, path):
         self.tree.remove_project(_split(path))
 
     # --- What a store has no place for succeeds, as copy tools expect ----
 
+    @_answered
     def chmod(self, path, mode):
-        self.tree.node(_split(path))
+        self._exists(path)
 
+    @_answered
     def chown(self, path, uid, gid):
-        self.tree.node(_split(path))
+        self._exists(path)
 
+    @_answered
     def utimens(self, path, times=None):
-        self.tree.node(_split(path))
+        self._exists(path)
+
+    def _exists(self, path: str | None) -> None:
+        if path is not None:  # none: a file open (fchmod, futimens), so it is there
+            self.tree.node(_split(path))
 
     def _handle(self, opened: Handle) -> int:
         with self._lock:
@@ -232,6 +293,48 @@ def _process_of(thread_id: int) -> int:
     return thread_id
 
 
+class _OpenFolder:
+    def __init__(self, parts: list[str]):
+        self.parts = parts
+        self.entries: list[tuple[str, Attributes | None]] | None = None
+
+
+class Session(fuse.FUSE):
+    """mfusepy's mount, with what it leaves out of libfuse 3: readdirplus, rename's flags
+    and ftruncate's handle."""
+
+    def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+        """Each name with its attributes, when the kernel asks for them (FUSE_READDIR_PLUS):
+        then ls -l, find and nginx need no lookup of each name. libfuse 3.14 hands the
+        attributes to the kernel only with entries that have offsets: an entry's is its
+        number + 1, and the next read goes on from there."""
+        plus = flags & _READDIR_PLUS
+        entries = self.operations.readdir(None, fip.contents.fh, offset)
+        for number in range(offset, len(entries)):
+            name, attributes = entries[number]
+            entry = fuse.c_stat()
+            if attributes is None:  # . and ..
+                entry.st_mode = stat.S_IFDIR
+            else:
+                fuse.set_st_attrs(entry, _stat(attributes), use_ns=True)
+            fill = _FILL_DIR_PLUS if plus and attributes is not None else 0
+            if filler(buf, name.encode(self.encoding, self.errors), entry, number + 1, fill):
+                break  # the kernel's buffer is full
+        return 0
+
+    def rename_fuse_3(self, old, new, flags):
+        return self.operations.rename(old.decode(self.encoding, self.errors),
+                                      new.decode(self.encoding, self.errors), flags)
+
+    def truncate_fuse_3(self, path, length, fip):
+        return self.operations.truncate(
+            None if path is None else path.decode(self.encoding, self.errors), length,
+            fip.contents if fip else None)
+
+
+_READDIR_PLUS, _FILL_DIR_PLUS = 1, 2  # fuse_readdir_flags, fuse_fill_dir_flags
+
+
 def _stat(attributes: Attributes) -> dict:
     if attributes.folder:
         mode, links = stat.S_IFDIR | 0o755, 2
@@ -244,9 +347,6 @@ def _stat(attributes: Attributes) -> dict:
             "st_blocks": (attributes.size + 511) // 512, "st_uid": os.getuid(),
             "st_gid": os.getgid(), "st_mtime": mtime_ns, "st_ctime": mtime_ns,
             "st_atime": mtime_ns}
-
-
-_FOLDER, _FILE = {"st_mode": stat.S_IFDIR}, {"st_mode": stat.S_IFREG}
 
 
 def _split(path: str) -> list[str]:

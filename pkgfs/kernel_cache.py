@@ -5,8 +5,9 @@ import queue
 import threading
 from typing import Callable
 
-import fuse
 from cachetools import LRUCache
+
+from .libfuse import fuse
 
 
 class KernelCache:
@@ -15,9 +16,8 @@ class KernelCache:
 
     The kernel keeps names and attributes for ``cache_ttl``, which suits stored
     files: they never change in place, and neither does a page's version (a
-    page's name is a link, read anew at each lookup). libfuse 2's high-level
-    API has no call to invalidate a path, so the low-level entry notification
-    is sent on the mount's channel for names in the root, whose node id (1) is
+    page's name is a link, read anew at each lookup). The low-level entry
+    notification is sent on the mount's session for names in the root, whose node id (1) is
     the one a high-level filesystem knows; forgetting a folder forgets what is
     in it. Sent by a thread of its own: the kernel applies it under the root's
     lock, which a request that changed a project (a rename in the root) may hold.
@@ -34,17 +34,14 @@ class KernelCache:
         self._notify: Callable[[str], None] | None = None
 
     def attach(self) -> None:
-        """Find this mount's channel; called in a FUSE request (init), where libfuse has it."""
+        """Find this mount's session; called in a FUSE request (init), where libfuse has it."""
         libfuse = fuse._libfuse
         libfuse.fuse_get_session.restype = ctypes.c_void_p
         libfuse.fuse_get_session.argtypes = [ctypes.c_void_p]
-        libfuse.fuse_session_next_chan.restype = ctypes.c_void_p
-        libfuse.fuse_session_next_chan.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         notify = libfuse.fuse_lowlevel_notify_inval_entry
         notify.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
         session = libfuse.fuse_get_session(libfuse.fuse_get_context().contents.fuse)
-        channel = libfuse.fuse_session_next_chan(session, None)
-        self._notify = lambda name: notify(channel, self.ROOT_ID, name.encode(), len(name.encode()))
+        self._notify = lambda name: notify(session, self.ROOT_ID, name.encode(), len(name.encode()))
         threading.Thread(target=self._run, name="kernel-cache", daemon=True).start()
 
     def seen_folder(self, name: str, project: str) -> None:

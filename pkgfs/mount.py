@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,10 +142,10 @@ def check_fuse() -> None:
         raise MountError("FUSE is not available: /dev/fuse is missing; load it with 'modprobe fuse'"
                          " (in a container, pass --device /dev/fuse)")
     try:
-        import fuse  # noqa: F401  (fusepy loads libfuse when imported)
-    except (OSError, EnvironmentError):
-        raise MountError("libfuse 2 is not installed: install it with 'apt-get install libfuse2'"
-                         " (and fuse3 for fusermount3)") from None
+        from . import libfuse  # noqa: F401  (loads libfuse when imported)
+    except (OSError, ImportError) as error:
+        raise MountError(f"libfuse 3 cannot be loaded ({error}): install it with 'apt-get "
+                         "install fuse3'") from None
 
 
 def fuse_arguments(options: MountOptions, config: Config) -> dict:
@@ -158,15 +159,17 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
         # the size of the version open (PackageFS.getattr), so a read is never cut.
         "attr_timeout": 0 if config.allow_overwrite else config.cache_ttl,
         "entry_timeout": config.cache_ttl, "negative_timeout": 0,
-        "ro": options.read_only, "allow_other": options.allow_other,
-        # Writes of 128 KiB instead of libfuse 2's default of one page at a time.
-        "big_writes": True, "max_write": 131072,
+        "ro": options.read_only, "allow_other": options.allow_other, "debug": options.debug,
         # rm of a file someone holds open removes it (readers keep what they opened, or
         # get EIO), instead of libfuse renaming it to .fuse_hidden*.
         "hard_remove": True,
-        # Opens with O_TRUNC come to the daemon as such (not as an open and a truncate):
-        # a stored file is replaced only by an open that truncates it.
-        "atomic_o_trunc": True,
+        # Requests served at once: libfuse 3 serves 10 by default, and a request waiting
+        # for a listing (or for S3) holds its thread, while libfuse 2 set no bound. Idle
+        # threads kept: libfuse 2's 10 (which libfuse 3.14 says, once, when not told).
+        "max_threads": 64, "max_idle_threads": 10,
+        # libfuse 3 needs no more: writes come up to 1 MiB at a time, and opens with
+        # O_TRUNC as such (atomic_o_trunc: a stored file is replaced only by an open
+        # that truncates it), by default.
     }
     for option in options.fuse_options:
         key, has_value, value = option.partition("=")
@@ -192,9 +195,7 @@ def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
     figures = Figures()
     storage = open_storage(config, figures)
     storage.check()
-    from fuse import FUSE  # only after check_fuse() could say what is missing
-
-    from .fs import PackageFS
+    from .fs import PackageFS, Session  # only after check_fuse() could say what is missing
 
     catalog = Catalog(storage, config.cache_ttl, wait_limit=config.list_timeout)
     tree = PackageTree(catalog, config.staging_dir, read_only=options.read_only,
@@ -204,7 +205,10 @@ def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
     status = StatusFile(state_file(options.mountpoint, "status"),
                         lambda: _status(config, options, catalog, figures))
 
+    mounted = threading.Event()
+
     def on_ready() -> None:
+        mounted.set()
         log.info("mounted %s on %s", describe(config), options.mountpoint)
         with open(pid_path, "w") as pid_file:
             pid_file.write(f"{os.getpid()}\n")
@@ -217,11 +221,15 @@ def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
 
     filesystem = PackageFS(tree, on_ready)
     try:
-        FUSE(filesystem, options.mountpoint, raw_fi=True, foreground=True, nothreads=False,
-             debug=options.debug, **fuse_arguments(options, config))
+        Session(filesystem, options.mountpoint, raw_fi=True, foreground=True, nothreads=False,
+                **fuse_arguments(options, config))
     except RuntimeError as error:
-        raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
-                         "see the messages above") from None
+        if not mounted.is_set():
+            raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
+                             "see the messages above") from None
+        # libfuse 3 ends a session stopped by a signal (systemd's SIGTERM, ^C) so; it has
+        # unmounted already.
+        log.info("stopped by a signal")
     finally:
         status.stop()
         _remove_if_ours(pid_path)

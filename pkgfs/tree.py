@@ -27,8 +27,8 @@ from .index import GeneratedFile, PageLink, SimpleIndex
 from .metadata import package_metadata
 from .names import NotADistribution, is_project_name, normalize, parse_filename
 from .staging import StagedFile, StagingArea
-from .nodes import (Folder, LinkNode, Node, PageNode, StagedHandle, StagedNode, StoredNode,
-                    generated_error)
+from .nodes import (Attributes, Folder, LinkNode, Node, PageNode, StagedHandle, StagedNode,
+                    StoredNode, generated_error, staged_attributes)
 from .status import Figures
 from .storage import StoredFile
 
@@ -138,21 +138,28 @@ class PackageTree:
     def names(self, parts: list[str]) -> list[str]:
         return [name for name, _ in self.entries(parts)]
 
-    def entries(self, parts: list[str]) -> list[tuple[str, bool]]:
-        """What a folder lists, each name with whether it is a folder. The index's files are
-        found by name, never listed, so listing costs no request for them."""
+    def entries(self, parts: list[str]) -> list[tuple[str, Attributes]]:
+        """What a folder lists, in name order, each name with what stat of it gives (so
+        that one readdir answers ls -l, with no lookup of each name). The index's files
+        are found by name, never listed, so listing costs no request for them."""
         node = self._lookup(parts)
         if not isinstance(node, Directory):
             raise NotADirectoryError(errno.ENOTDIR, "/".join(parts))
         folder = self.resolve(parts)[0] if parts else ROOT
-        with self._lock:
-            staged = {name for project, name in self._staged if project == folder}
         if folder == ROOT:  # projects, and files being copied to the root
-            projects = (set(self.catalog.tree()) | self._new_projects) - staged
-            return sorted([(name, True) for name in projects] +
-                          [(name, False) for name in staged])
-        files = set(self.catalog.project(folder) or {}) | staged
-        return [(name, False) for name in sorted(files)]
+            listed = {project: Folder(files.newest_mtime()).attributes()
+                      for project, files in self.catalog.tree().items()}
+            for project in self._new_projects - listed.keys():
+                listed[project] = Folder(self._created_at).attributes()
+        else:
+            files = self.catalog.project(folder)
+            listed = {name: Attributes(size, mtime)
+                      for name, size, mtime in files.sizes_and_times()} if files else {}
+        with self._lock:
+            staged = [staged for (project, _), staged in self._staged.items() if project == folder]
+        for file in staged:  # over a project of the same name in the root: it is a file now
+            listed[file.name] = staged_attributes(file)
+        return sorted(listed.items())
 
     # --- Writing ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
 import ctypes
 import json
 import os
+import signal
 import subprocess
 
 import pytest
@@ -52,6 +53,35 @@ def test_readdir_gives_each_name_its_type(store_and_config, mounts, tmp_path):
         staged.write(b"sdist")
         assert listed_types(mountpoint) == {"my-pkg": 4, SDIST: 8}  # DT_DIR, DT_REG
     assert listed_types(mountpoint / "my-pkg") == {WHEEL: 8, SDIST: 8}
+
+
+def test_a_folders_listing_brings_its_names_attributes(store_and_config, mounts):
+    """readdirplus: once a folder is listed, stat of its names (what ls -l, find and
+    nginx do next) asks the daemon nothing, for a root of more names than one answer of
+    the daemon holds. A stopped daemon shows it: a stat that asks it waits until killed."""
+    store, config = store_and_config
+    projects = [f"project-{number:03}" for number in range(300)]
+    for project in projects:
+        store.add(f"{project}-1.0.tar.gz", b"x" * 1234)
+    store.add("project-000-2.0.tar.gz", b"y" * 567)
+    mountpoint = mounts.mount(config())
+    assert sorted(os.listdir(mountpoint)) == projects
+    assert sorted(os.listdir(mountpoint / "project-000")) == ["project-000-1.0.tar.gz",
+                                                             "project-000-2.0.tar.gz"]
+    [pid_file] = mounts.state.glob("pkgfs/*.pid")
+    daemon = int(pid_file.read_text())
+    os.kill(daemon, signal.SIGSTOP)
+    try:
+        shown = subprocess.run(
+            ["stat", "-c", "%F %n %s", *(mountpoint / project for project in projects),
+             mountpoint / "project-000" / "project-000-1.0.tar.gz",
+             mountpoint / "project-000" / "project-000-2.0.tar.gz"],
+            capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    assert shown[:-2] == [f"directory {mountpoint / project} 4096" for project in projects]
+    assert shown[-2:] == [f"regular file {mountpoint}/project-000/project-000-1.0.tar.gz 1234",
+                          f"regular file {mountpoint}/project-000/project-000-2.0.tar.gz 567"]
 
 
 def test_ls_shows_projects_and_their_files(store_and_config, mounts):

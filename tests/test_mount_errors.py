@@ -223,8 +223,10 @@ def test_credentials_from_the_environment(mounts, moto_server, s3_store):
 def test_libfuse_missing(mounts, file_store):
     os.makedirs(file_store.directory)
     error = mount_fails(mounts, file_config(file_store),
-                        env={"FUSE_LIBRARY_PATH": "/nonexistent/libfuse.so.2"})
-    assert "libfuse 2 is not installed: install it with 'apt-get install libfuse2'" in error
+                        env={"FUSE_LIBRARY_PATH": "/nonexistent/libfuse3.so.3"})
+    assert "libfuse 3 cannot be loaded (/nonexistent/libfuse3.so.3: cannot open shared " \
+        "object file: No such file or directory): install it with 'apt-get install fuse3'" \
+        in error
 
 
 def test_foreground_mount_serves_until_unmounted(mounts, file_store):

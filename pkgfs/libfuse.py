@@ -1,0 +1,31 @@
+"""libfuse 3, through mfusepy (fusepy's API, kept up).
+
+Where libfuse 2 is installed too, mfusepy takes it first; pkgfs asks for 3, whose
+readdirplus hands a folder's names over with their attributes, so that ``ls -l`` and
+``find`` of a folder are one call to the daemon instead of one per name.
+"""
+
+import ctypes
+import os
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+import mfusepy as fuse  # noqa: E402  (loads the library the environment names)
+
+if fuse.fuse_version_major < 3:
+    raise ImportError(f"libfuse {fuse.fuse_version_major}.{fuse.fuse_version_minor} was loaded "
+                      "(FUSE_LIBRARY_PATH?); pkgfs needs libfuse 3")
+
+__all__ = ["fuse", "READDIRPLUS_AUTO", "turn_off"]
+
+READDIRPLUS_AUTO = 1 << 14  # FUSE_CAP_READDIRPLUS_AUTO
+
+
+def turn_off(connection: fuse.fuse_conn_info, capability: int) -> None:
+    """Take a capability out of what the mount asks of the kernel (in init)."""
+    library = fuse._libfuse
+    if hasattr(library, "fuse_unset_feature_flag"):  # libfuse 3.17 and later
+        library.fuse_unset_feature_flag.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        library.fuse_unset_feature_flag(ctypes.byref(connection), capability)
+    else:
+        connection.want &= ~capability
