@@ -83,9 +83,9 @@ class PackageFS(fuse.Operations):
 
     use_ns = True
     # Calls that have nothing to do here are not offered to libfuse at all, so that they
-    # never cost a trip through the daemon: the kernel takes locks itself, and extended
-    # attributes answer ENOSYS once, after which the kernel stops asking (listing them
-    # gives none).
+    # never cost a trip through the daemon: the kernel takes locks itself, and getting or
+    # setting an extended attribute answers ENOSYS once, after which the kernel stops
+    # asking (listing them gives none: listxattr).
     fsyncdir = access = lock = bmap = ioctl = None
     getxattr = setxattr = removexattr = None
 
@@ -237,7 +237,8 @@ class PackageFS(fuse.Operations):
 
     @_answered
     def rename(self, old, new, flags=0):
-        if flags:  # renameat2's NOREPLACE or EXCHANGE: mv does without (what libfuse 2 gave)
+        if flags:  # renameat2's NOREPLACE or EXCHANGE, refused as under libfuse 2: mv then
+            # checks the target itself and renames plainly
             raise FuseOSError(errno.EINVAL)
         self.tree.rename(_split(old), _split(new))
 
