@@ -227,9 +227,9 @@ def _serve(config: Config, options: MountOptions, ready_fd: int | None) -> None:
         if not mounted.is_set():
             raise MountError(f"mounting {options.mountpoint} failed (libfuse error {error}): "
                              "see the messages above") from None
-        # libfuse 3 ends a session stopped by a signal (systemd's SIGTERM, ^C) so; it has
-        # unmounted already.
-        log.info("stopped by a signal")
+        # libfuse 3 ends a session stopped by a signal (systemd's SIGTERM, ^C) with an
+        # error, once it has unmounted.
+        log.info("stopped (libfuse %s: a signal, such as systemd's stop or ^C)", error)
     finally:
         status.stop()
         _remove_if_ours(pid_path)

@@ -156,7 +156,7 @@ class PackageTree:
             listed = {name: Attributes(size, mtime)
                       for name, size, mtime in files.sizes_and_times()} if files else {}
         with self._lock:
-            staged = [staged for (project, _), staged in self._staged.items() if project == folder]
+            staged = [file for (project, _), file in self._staged.items() if project == folder]
         for file in staged:  # over a project of the same name in the root: it is a file now
             listed[file.name] = staged_attributes(file)
         return sorted(listed.items())
