@@ -83,10 +83,11 @@ class PackageFS(fuse.Operations):
 
     use_ns = True
     # Calls that have nothing to do here are not offered to libfuse at all, so that they
-    # never cost a trip through the daemon: the kernel takes locks itself, and getting or
-    # setting an extended attribute answers ENOSYS once, after which the kernel stops
-    # asking (listing them gives none: listxattr).
-    fsyncdir = access = lock = bmap = ioctl = None
+    # never cost a trip through the daemon: folders open and close without it (ls -lR
+    # opens one a project; readdir keeps what it needs in its offsets), the kernel takes
+    # locks itself, and getting or setting an extended attribute answers ENOSYS once,
+    # after which the kernel stops asking (listing them gives none: listxattr).
+    opendir = releasedir = fsyncdir = access = lock = bmap = ioctl = None
     getxattr = setxattr = removexattr = None
 
     def __init__(self, tree: PackageTree, on_ready: Callable[[], None] = lambda: None):
@@ -95,7 +96,10 @@ class PackageFS(fuse.Operations):
         self._kernel = KernelCache()
         tree.catalog.on_change(self._kernel.forget_projects)
         self._open: dict[int, Handle] = {}
-        self._folders: dict[int, _OpenFolder] = {}
+        # Folders being read: a listing's number -> its entries (a reader that stops
+        # halfway leaves its listing to the LRU's bound).
+        self._listings: LRUCache = LRUCache(maxsize=256)
+        self._listing_numbers = itertools.cycle(range(1, 1 << 30))  # offsets stay < 2**62
         # What each file was at its last open: while it is the same, the kernel
         # keeps its pages from one open to the next.
         self._opened_as: LRUCache = LRUCache(maxsize=100_000)
@@ -104,9 +108,6 @@ class PackageFS(fuse.Operations):
 
     @_answered
     def init_with_config(self, connection, config):
-        # Reads, writes and closes of a file removed while open come with no path
-        # (hard_remove): they go by handle, as they do anyway.
-        config.nullpath_ok = True
         # Each read of a folder brings its names' attributes, not only its first part
         # (libfuse's adaptive default): ls -l reads a big folder in many parts, then stats
         # every name, and each name whose attributes did not come is a lookup.
@@ -145,26 +146,26 @@ class PackageFS(fuse.Operations):
         return []  # as a filesystem without extended attributes answers
 
     @_answered
-    def opendir(self, path):
+    def readdir(self, path, offset):
+        """The folder's names, each with its attributes, from ``offset`` on: the listing's
+        number, its entries and where to go on. A read from the start takes them all at
+        once; the offsets handed out name that listing and an entry in it, so the reads
+        that follow go on with the same names whatever changes meanwhile, with no open and
+        close of the folder through the daemon. The read past the end lets it go."""
+        if path is None:
+            raise FuseOSError(errno.ENOENT)  # the folder went while it was read
+        number, start = divmod(offset, _ENTRIES)
         with self._lock:
-            handle = next(self._handles)
-            self._folders[handle] = _OpenFolder(_split(path))
-        return handle
-
-    @_answered
-    def readdir(self, path, fh, offset):
-        """The folder's names, each with its attributes (from ``offset`` on). Taken whole at
-        its first read (and again at a rewinddir): the reads that follow go on with the
-        same names, whatever changes meanwhile."""
-        folder = self._folders[fh]
-        if offset == 0 or folder.entries is None:
-            folder.entries = [(".", None), ("..", None), *self.tree.entries(folder.parts)]
-        return folder.entries
-
-    @_answered
-    def releasedir(self, path, fh):
-        with self._lock:
-            del self._folders[fh]
+            entries = self._listings.get(number) if offset else None
+        if entries is None:  # from the start, or a listing let go (seekdir after the end)
+            entries = [(".", None), ("..", None), *self.tree.entries(_split(path))]
+            with self._lock:
+                number = next(self._listing_numbers)
+                self._listings[number] = entries
+        if start >= len(entries):
+            with self._lock:
+                self._listings.pop(number, None)
+        return number, entries, start
 
     @_answered
     def statfs(self, path):
@@ -294,12 +295,6 @@ def _process_of(thread_id: int) -> int:
     return thread_id
 
 
-class _OpenFolder:
-    def __init__(self, parts: list[str]):
-        self.parts = parts
-        self.entries: list[tuple[str, Attributes | None]] | None = None
-
-
 class Session(fuse.FUSE):
     """mfusepy's mount, with what it leaves out of libfuse 3: readdirplus, rename's flags
     and ftruncate's handle."""
@@ -307,11 +302,12 @@ class Session(fuse.FUSE):
     def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
         """Each name with its attributes, when the kernel asks for them (FUSE_READDIR_PLUS):
         then ls -l, find and nginx need no lookup of each name. libfuse 3.14 hands the
-        attributes to the kernel only with entries that have offsets: an entry's is its
-        number + 1, and the next read goes on from there."""
+        attributes to the kernel only with entries that have offsets (PackageFS.readdir
+        says what they are)."""
         plus = flags & _READDIR_PLUS
-        entries = self.operations.readdir(None, fip.contents.fh, offset)
-        for number in range(offset, len(entries)):
+        listing, entries, start = self.operations.readdir(
+            None if path is None else path.decode(self.encoding, self.errors), offset)
+        for number in range(start, len(entries)):
             name, attributes = entries[number]
             entry = fuse.c_stat()
             if attributes is None:  # . and ..
@@ -319,7 +315,8 @@ class Session(fuse.FUSE):
             else:
                 fuse.set_st_attrs(entry, _stat(attributes), use_ns=True)
             fill = _FILL_DIR_PLUS if plus and attributes is not None else 0
-            if filler(buf, name.encode(self.encoding, self.errors), entry, number + 1, fill):
+            following = listing * _ENTRIES + number + 1  # where the next read goes on
+            if filler(buf, name.encode(self.encoding, self.errors), entry, following, fill):
                 break  # the kernel's buffer is full
         return 0
 
@@ -334,6 +331,7 @@ class Session(fuse.FUSE):
 
 
 _READDIR_PLUS, _FILL_DIR_PLUS = 1, 2  # fuse_readdir_flags, fuse_fill_dir_flags
+_ENTRIES = 1 << 32  # a folder's entries at most: a readdir offset is listing * _ENTRIES + entry
 
 
 def _stat(attributes: Attributes) -> dict:

@@ -84,6 +84,34 @@ def test_a_folders_listing_brings_its_names_attributes(store_and_config, mounts)
                           f"regular file {mountpoint}/project-000/project-000-2.0.tar.gz 567"]
 
 
+def test_a_folder_read_while_it_changes_gives_each_name_once(store_and_config, mounts):
+    """A folder read in many parts (300 projects: a dozen reads of the daemon) while a
+    project that sorts first is made: every name there all along comes once."""
+    store, config = store_and_config
+    projects = [f"project-{number:03}" for number in range(300)]
+    for project in projects:
+        store.add(f"{project}-1.0.tar.gz", b"x")
+    mountpoint = mounts.mount(config())
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = [ctypes.c_void_p]
+    libc.readdir.restype = ctypes.POINTER(_Dirent)
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    handle = libc.opendir(os.fsencode(mountpoint))
+    assert handle, os.strerror(ctypes.get_errno())
+    names = []
+    try:
+        while len(names) < 50 and (entry := libc.readdir(handle)):
+            names.append(entry.contents.d_name.decode())
+        (mountpoint / "a-new-project").mkdir()
+        while entry := libc.readdir(handle):
+            names.append(entry.contents.d_name.decode())
+    finally:
+        libc.closedir(handle)
+    assert sorted(name for name in names if name not in (".", "..", "a-new-project")) == projects
+    assert "a-new-project" in os.listdir(mountpoint)
+
+
 def test_ls_shows_projects_and_their_files(store_and_config, mounts):
     store, config = store_and_config
     store.add(WHEEL, payload("w", 1000), summary="hello wörld")
