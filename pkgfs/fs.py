@@ -99,7 +99,7 @@ class PackageFS(fuse.Operations):
         # Folders being read: a listing's number -> its entries (a reader that stops
         # halfway leaves its listing to the LRU's bound).
         self._listings: LRUCache = LRUCache(maxsize=256)
-        self._listing_numbers = itertools.cycle(range(1, 1 << 30))  # offsets stay < 2**62
+        self._listings_made = itertools.count()
         # What each file was at its last open: while it is the same, the kernel
         # keeps its pages from one open to the next.
         self._opened_as: LRUCache = LRUCache(maxsize=100_000)
@@ -160,7 +160,7 @@ class PackageFS(fuse.Operations):
         if entries is None:  # from the start, or a listing let go (seekdir after the end)
             entries = [(".", None), ("..", None), *self.tree.entries(_split(path))]
             with self._lock:
-                number = next(self._listing_numbers)
+                number = next(self._listings_made) % _LISTINGS + 1
                 self._listings[number] = entries
         if start >= len(entries):
             with self._lock:
@@ -332,6 +332,7 @@ class Session(fuse.FUSE):
 
 _READDIR_PLUS, _FILL_DIR_PLUS = 1, 2  # fuse_readdir_flags, fuse_fill_dir_flags
 _ENTRIES = 1 << 32  # a folder's entries at most: a readdir offset is listing * _ENTRIES + entry
+_LISTINGS = 1 << 30  # listing numbers, reused in turn: offsets stay under 2**62
 
 
 def _stat(attributes: Attributes) -> dict:
