@@ -251,3 +251,14 @@ def test_foreground_mount_serves_until_unmounted(mounts, file_store):
             daemon.kill()
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)])
     assert "Traceback" not in daemon.stderr.read()
+
+
+def test_every_operation_turns_errors_into_errno():
+    """mfusepy calls each operation itself (no ``__call__``): each must pass fs._answered, or
+    a pkgfs error reaches the user as EINVAL and the log as a traceback."""
+    from pkgfs.fs import PackageFS
+    from pkgfs.libfuse import fuse
+    offered = [name for name, value in vars(PackageFS).items() if callable(value)
+               and not name.startswith("_") and callable(getattr(fuse.Operations, name, None))]
+    assert len(offered) > 20
+    assert [name for name in offered if not hasattr(getattr(PackageFS, name), "__wrapped__")] == []
