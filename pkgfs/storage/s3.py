@@ -11,7 +11,7 @@ import threading
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 import boto3
@@ -562,9 +562,10 @@ def _parse_time(text: str) -> datetime:
     """A time as S3 gives it: ISO 8601 in listings (``2026-11-26T10:00:00.000Z``), HTTP's
     form in headers, which botocore's parser reads."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return parse_timestamp(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)  # S3's are UTC
 
 
 def _headed(project: str, filename: str, key: str, head: dict) -> StoredFile:
