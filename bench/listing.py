@@ -19,6 +19,7 @@ daemon's, mounted and after the ``ls``.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,9 +40,9 @@ LATENCY = 0.020
 PREFIX = "packages/"
 
 
-def resident_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
+def resident_mib(process: int | None = None) -> float:
+    """A process's resident memory (this one's unless told)."""
+    return memory_kib(process or os.getpid(), "VmRSS") / 1024
 
 
 def one_listing(endpoint: str, concurrency: int) -> dict:
@@ -77,11 +78,11 @@ def cold_ls_of_a_mount(name: str, server, proxy: CuttableProxy, work: Path,
                                                    **bounds}))
     try:
         daemon = daemon_pid(mounts)
-        base = memory_kib(daemon, "VmRSS") / 1024
+        base = resident_mib(daemon)
         started = time.perf_counter()
         subprocess.run([*command, mountpoint], check=True, stdout=subprocess.DEVNULL)
         return {"seconds": time.perf_counter() - started, "base MiB": base,
-                "listed MiB": memory_kib(daemon, "VmRSS") / 1024}
+                "listed MiB": resident_mib(daemon)}
     finally:
         mounts.close()
 

@@ -1,10 +1,12 @@
 """Real mounts of both backends, driven as a user drives them."""
 
 import ctypes
+import itertools
 import json
 import os
 import signal
 import subprocess
+from typing import Iterator
 
 import pytest
 
@@ -26,9 +28,9 @@ class _Dirent(ctypes.Structure):  # glibc's struct dirent on Linux
                 ("d_name", ctypes.c_char * 256)]
 
 
-def listed_types(folder) -> dict[str, int]:
-    """Each name readdir gives, with the d_type it gives (what find and ls --color use to
-    skip a stat of each entry; DT_UNKNOWN, 0, makes them stat it)."""
+def read_folder(folder) -> Iterator[_Dirent]:
+    """The folder's entries as readdir(3) gives them, one at a time, so that a test can act
+    between two; each is good until the next is asked for."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.opendir.restype = ctypes.c_void_p
     libc.readdir.argtypes = [ctypes.c_void_p]
@@ -36,12 +38,17 @@ def listed_types(folder) -> dict[str, int]:
     libc.closedir.argtypes = [ctypes.c_void_p]
     handle = libc.opendir(os.fsencode(folder))
     assert handle, os.strerror(ctypes.get_errno())
-    found = {}
     try:
         while entry := libc.readdir(handle):
-            found[entry.contents.d_name.decode()] = entry.contents.d_type
+            yield entry.contents
     finally:
         libc.closedir(handle)
+
+
+def listed_types(folder) -> dict[str, int]:
+    """Each name readdir gives, with the d_type it gives (what find and ls --color use to
+    skip a stat of each entry; DT_UNKNOWN, 0, makes them stat it)."""
+    found = {entry.d_name.decode(): entry.d_type for entry in read_folder(folder)}
     return {name: kind for name, kind in found.items() if name not in (".", "..")}
 
 
@@ -92,22 +99,10 @@ def test_a_folder_read_while_it_changes_gives_each_name_once(store_and_config, m
     for project in projects:
         store.add(f"{project}-1.0.tar.gz", b"x")
     mountpoint = mounts.mount(config())
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.opendir.restype = ctypes.c_void_p
-    libc.readdir.argtypes = [ctypes.c_void_p]
-    libc.readdir.restype = ctypes.POINTER(_Dirent)
-    libc.closedir.argtypes = [ctypes.c_void_p]
-    handle = libc.opendir(os.fsencode(mountpoint))
-    assert handle, os.strerror(ctypes.get_errno())
-    names = []
-    try:
-        while len(names) < 50 and (entry := libc.readdir(handle)):
-            names.append(entry.contents.d_name.decode())
-        (mountpoint / "a-new-project").mkdir()
-        while entry := libc.readdir(handle):
-            names.append(entry.contents.d_name.decode())
-    finally:
-        libc.closedir(handle)
+    entries = read_folder(mountpoint)
+    names = [entry.d_name.decode() for entry in itertools.islice(entries, 50)]
+    (mountpoint / "a-new-project").mkdir()
+    names += [entry.d_name.decode() for entry in entries]
     assert sorted(name for name in names if name not in (".", "..", "a-new-project")) == projects
     assert "a-new-project" in os.listdir(mountpoint)
 
