@@ -43,6 +43,7 @@ from .s3_reader import ReadAheadBudget, S3Reader
 log = logging.getLogger(__name__)
 
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{4}$")
+_PAGE = 1000  # keys S3 gives a LIST at most
 
 # A multipart upload begun this long ago was abandoned (seconds): a day.
 ABANDONED_AFTER = 86400.0
@@ -166,9 +167,13 @@ class S3Storage(Storage):
         yield from self._stored_files(keys)
         if not first.get("IsTruncated"):
             return
-        yield from self._list_ranges(self._key_ranges(keys[-1]["Key"]))
+        listed_to = keys[-1]["Key"]
+        reached = self._hash_folder(listed_to)
+        per_folder = None if reached is None else len(keys) / (reached + 1)
+        yield from self._list_ranges(self._key_ranges(listed_to), per_folder)
 
-    def _list_ranges(self, ranges: list[tuple[str, str | None]]) -> Iterator[StoredFile]:
+    def _list_ranges(self, ranges: list[tuple[str, str | None]],
+                     per_folder: float | None) -> Iterator[StoredFile]:
         """Each range pages on in a thread of its own, and each page is handed over as it
         comes, so that a listing holds a few pages of files at a time, never the store."""
         pages: queue.Queue = queue.Queue(maxsize=2 * len(ranges))
@@ -176,7 +181,7 @@ class S3Storage(Storage):
 
         def list_range(after: str, before: str | None) -> None:
             try:
-                for page in self._range_pages(after, before):
+                for page in self._range_pages(after, before, per_folder):
                     if stopped.is_set():
                         return
                     _hand_over(pages, page, stopped)
@@ -207,8 +212,9 @@ class S3Storage(Storage):
         tells how big the store is: as many ranges as pages are left, up to
         ``list_concurrency``. Without, ranges cut at the first letter of project names."""
         rest = listed_to[len(self.prefix):]
-        if self.prepend_hash and _HASH_FOLDER.match(rest[:4]):
-            reached = int(rest[:4], 16) + 1  # of 65536 hash folders, in the first page
+        folder = self._hash_folder(listed_to)
+        if folder is not None:
+            reached = folder + 1  # of 65536 hash folders, in the first page
             pages_left = (0x10000 - reached) / reached
             count = max(1, min(self.list_concurrency, math.ceil(pages_left)))
             cuts = [f"{reached + (0x10000 - reached) * part // count:04x}"
@@ -224,18 +230,43 @@ class S3Storage(Storage):
                        if marker > listed_to})
         return list(zip([listed_to, *cuts], [*cuts, None]))
 
-    def _range_pages(self, after: str, before: str | None) -> Iterator[list[StoredFile]]:
+    def _range_pages(self, after: str, before: str | None,
+                     per_folder: float | None) -> Iterator[list[StoredFile]]:
         """The files with keys in a range, a page at a time: from ``after`` until a page
-        passes ``before``."""
+        passes ``before``. The page that should reach ``before`` asks for about what the
+        hash folders left say is there, not a thousand keys mostly of the next range."""
         arguments = {"StartAfter": after}
+        listed_to, trimmed = after, False
         while True:
-            page = self._list_page(**arguments)
+            size = None if trimmed else self._last_page_size(listed_to, before, per_folder)
+            trimmed = trimmed or size is not None  # once: a short guess costs one page more
+            page = self._list_page(**arguments, **({"MaxKeys": size} if size else {}))
             keys = page.get("Contents", [])
             within = [item for item in keys if before is None or item["Key"] < before]
             yield self._stored_files(within)
             if len(within) < len(keys) or not page.get("IsTruncated"):
                 return
+            listed_to = keys[-1]["Key"]
             arguments = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _last_page_size(self, listed_to: str, before: str | None,
+                        per_folder: float | None) -> int | None:
+        """Keys to ask for when what is left between ``listed_to`` and ``before`` likely
+        fits in one page, with room for chance (MD5 spreads names evenly over the hash
+        folders, so what a folder holds varies by about its square root); None if not."""
+        reached, end = self._hash_folder(listed_to), self._hash_folder(before or "")
+        if per_folder is None or reached is None or end is None:
+            return None
+        expected = (end - reached) * per_folder  # the folder reached is partly listed
+        size = math.ceil(expected * 1.1 + 3 * math.sqrt(expected) + 10)
+        return size if size < _PAGE else None
+
+    def _hash_folder(self, key: str) -> int | None:
+        """The number of the hash folder a key (or a range's start) is in, if it is in one."""
+        rest = key[len(self.prefix):]
+        if self.prepend_hash and key.startswith(self.prefix) and _HASH_FOLDER.match(rest[:4]):
+            return int(rest[:4], 16)
+        return None
 
     def _stored_files(self, keys: list[dict]) -> list[StoredFile]:
         return [found for found in map(self._stored_file, keys) if found is not None]
