@@ -58,6 +58,7 @@ def _answered(operation: Callable) -> Callable:
 
     @functools.wraps(operation)
     def answer(self, *args):
+        libfuse.keep_thread_state()
         try:
             return operation(self, *args)
         except FuseOSError:
@@ -313,7 +314,7 @@ class Session(fuse.FUSE):
             if attributes is None:  # . and ..
                 entry.st_mode = stat.S_IFDIR
             else:
-                fuse.set_st_attrs(entry, _stat(attributes), use_ns=True)
+                _fill_stat(entry, attributes)
             fill = _FILL_DIR_PLUS if plus and attributes is not None else 0
             following = listing * _ENTRIES + number + 1  # where the next read goes on
             if filler(buf, name.encode(self.encoding, self.errors), entry, following, fill):
@@ -336,17 +337,36 @@ _LISTINGS = 1 << 30  # listing numbers, reused in turn: offsets stay under 2**62
 
 
 def _stat(attributes: Attributes) -> dict:
-    if attributes.folder:
-        mode, links = stat.S_IFDIR | 0o755, 2
-    elif attributes.link is not None:
-        mode, links = stat.S_IFLNK | 0o777, 1
-    else:
-        mode, links = stat.S_IFREG | (0o644 if attributes.writable else 0o444), 1
+    mode, links = _mode_and_links(attributes)
     mtime_ns = int(attributes.mtime * 1e9)
     return {"st_mode": mode, "st_nlink": links, "st_size": attributes.size,
-            "st_blocks": (attributes.size + 511) // 512, "st_uid": os.getuid(),
-            "st_gid": os.getgid(), "st_mtime": mtime_ns, "st_ctime": mtime_ns,
+            "st_blocks": (attributes.size + 511) // 512, "st_uid": _OWNER[0],
+            "st_gid": _OWNER[1], "st_mtime": mtime_ns, "st_ctime": mtime_ns,
             "st_atime": mtime_ns}
+
+
+def _fill_stat(entry: fuse.c_stat, attributes: Attributes) -> None:
+    """What ``_stat`` says, written straight into libfuse's struct: a folder read fills
+    one a name, and mfusepy's way from a dict (``set_st_attrs``) cost more than the rest of
+    the read."""
+    entry.st_mode, entry.st_nlink = _mode_and_links(attributes)
+    entry.st_size = attributes.size
+    entry.st_blocks = (attributes.size + 511) // 512
+    entry.st_uid, entry.st_gid = _OWNER
+    seconds, nanoseconds = divmod(int(attributes.mtime * 1e9), 1_000_000_000)
+    for time in (entry.st_atimespec, entry.st_mtimespec, entry.st_ctimespec):
+        time.tv_sec, time.tv_nsec = seconds, nanoseconds
+
+
+def _mode_and_links(attributes: Attributes) -> tuple[int, int]:
+    if attributes.folder:
+        return stat.S_IFDIR | 0o755, 2
+    if attributes.link is not None:
+        return stat.S_IFLNK | 0o777, 1
+    return stat.S_IFREG | (0o644 if attributes.writable else 0o444), 1
+
+
+_OWNER = (os.getuid(), os.getgid())  # every name is the daemon's user's
 
 
 def _split(path: str) -> list[str]:

@@ -7,6 +7,7 @@ readdirplus hands a folder's names over with their attributes, so that ``ls -l``
 
 import ctypes
 import os
+import threading
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
@@ -16,7 +17,7 @@ if fuse.fuse_version_major < 3:
     raise ImportError(f"libfuse {fuse.fuse_version_major}.{fuse.fuse_version_minor} was loaded "
                       "(FUSE_LIBRARY_PATH?); pkgfs needs libfuse 3")
 
-__all__ = ["fuse", "READDIRPLUS_AUTO", "turn_off"]
+__all__ = ["fuse", "READDIRPLUS_AUTO", "keep_thread_state", "turn_off"]
 
 READDIRPLUS_AUTO = 1 << 14  # FUSE_CAP_READDIRPLUS_AUTO
 
@@ -29,3 +30,20 @@ def turn_off(connection: fuse.fuse_conn_info, capability: int) -> None:
         library.fuse_unset_feature_flag(ctypes.byref(connection), capability)
     else:
         connection.want &= ~capability
+
+
+_kept = threading.local()
+
+
+def keep_thread_state() -> None:
+    """Keep the calling libfuse worker's Python thread state for the worker's life.
+
+    ctypes makes a thread state for each call from a thread Python did not start, and
+    throws it away after (CPython issue 146219): about 10 us a call, and the munmap of its
+    frame stack stops the daemon's other threads. One PyGILState_Ensure left outstanding
+    keeps it, as CPython's documentation of foreign threads shows. libfuse never ends a
+    worker while the mount runs (mount.py: max_idle_threads), so none is kept for
+    nothing."""
+    if not getattr(_kept, "state", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _kept.state = True

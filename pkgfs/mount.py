@@ -165,8 +165,9 @@ def fuse_arguments(options: MountOptions, config: Config) -> dict:
         "hard_remove": True,
         # Requests served at once: libfuse 3 serves 10 by default, and a request waiting
         # for a listing (or for S3) holds its thread, while libfuse 2 set no bound. Idle
-        # threads kept: libfuse 2's 10 (which libfuse 3.14 says, once, when not told).
-        "max_threads": 64, "max_idle_threads": 10,
+        # threads are all kept: each keeps its Python thread state (libfuse.py), which a
+        # thread that ended would leave behind.
+        "max_threads": 64, "max_idle_threads": 64,
         # libfuse 3 needs no more: writes come up to 1 MiB at a time, and opens with
         # O_TRUNC as such (atomic_o_trunc: a stored file is replaced only by an open
         # that truncates it), by default.

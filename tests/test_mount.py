@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -65,30 +66,36 @@ def test_readdir_gives_each_name_its_type(store_and_config, mounts, tmp_path):
 def test_a_folders_listing_brings_its_names_attributes(store_and_config, mounts):
     """readdirplus: once a folder is listed, stat of its names (what ls -l, find and
     nginx do next) asks the daemon nothing, for a root of more names than one answer of
-    the daemon holds. A stopped daemon shows it: a stat that asks it waits until killed."""
+    the daemon holds. A stopped daemon shows it: a stat that asks it waits until killed.
+    What the listing gave is what a stat of each name asks of another mount (but atime: the
+    kernel asks again for that of a folder it has read)."""
     store, config = store_and_config
     projects = [f"project-{number:03}" for number in range(300)]
     for project in projects:
         store.add(f"{project}-1.0.tar.gz", b"x" * 1234)
     store.add("project-000-2.0.tar.gz", b"y" * 567)
+    files = ["project-000/project-000-1.0.tar.gz", "project-000/project-000-2.0.tar.gz"]
+
+    def shown(mountpoint: Path) -> list[str]:
+        return subprocess.run(
+            ["stat", "-c", "%F %s %a %u %g %Y %Z",
+             *(mountpoint / name for name in [*projects, *files])],
+            capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()
+
     mountpoint = mounts.mount(config())
     assert sorted(os.listdir(mountpoint)) == projects
-    assert sorted(os.listdir(mountpoint / "project-000")) == ["project-000-1.0.tar.gz",
-                                                             "project-000-2.0.tar.gz"]
+    assert sorted(os.listdir(mountpoint / "project-000")) == [Path(name).name for name in files]
     [pid_file] = mounts.state.glob("pkgfs/*.pid")
     daemon = int(pid_file.read_text())
     os.kill(daemon, signal.SIGSTOP)
     try:
-        shown = subprocess.run(
-            ["stat", "-c", "%F %n %s", *(mountpoint / project for project in projects),
-             mountpoint / "project-000" / "project-000-1.0.tar.gz",
-             mountpoint / "project-000" / "project-000-2.0.tar.gz"],
-            capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()
+        listed = shown(mountpoint)
     finally:
         os.kill(daemon, signal.SIGCONT)
-    assert shown[:-2] == [f"directory {mountpoint / project} 4096" for project in projects]
-    assert shown[-2:] == [f"regular file {mountpoint}/project-000/project-000-1.0.tar.gz 1234",
-                          f"regular file {mountpoint}/project-000/project-000-2.0.tar.gz 567"]
+    assert [line.split()[:2] for line in listed] == (
+        [["directory", "4096"]] * len(projects) + [["regular", "file"]] * 2)
+    assert [line.split()[2] for line in listed[-2:]] == ["1234", "567"]
+    assert shown(mounts.mount(config(), name="looked-up")) == listed
 
 
 def test_a_folder_read_while_it_changes_gives_each_name_once(store_and_config, mounts):
