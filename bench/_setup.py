@@ -1,6 +1,7 @@
 """What every benchmark shares: the tests' harness (moto, mounts, stores), and a results table."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,3 +34,11 @@ def table(rows: list[tuple], headers: tuple) -> str:
 def require_root_and_fuse() -> None:
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
         sys.exit("bench: run as root on a machine with /dev/fuse")
+
+
+def require_tools(*tools: str) -> None:
+    """Stop with one line naming the first tool missing (Debian's package has its name)."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing: apt-get install {tool} "
+                     "(./dev bench installs every tool the benchmarks use)")

@@ -102,6 +102,7 @@ def main() -> int:
                         help="first reads and repeated reads a round, each")
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
+    _setup.require_tools("bindfs")
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-read-", dir="/var/tmp"))
     store = FileStore(work / "store")
     filename = "big_pkg-1.0.tar.gz"

@@ -301,9 +301,7 @@ def main() -> int:
                              "on 10,000 objects)")
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
-    for tool in arguments.only:
-        if tool != "pkgfs" and not shutil.which(tool):
-            sys.exit(f"bench: {tool} is missing: apt-get install {tool}")
+    _setup.require_tools(*(tool for tool in arguments.only if tool != "pkgfs"))
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-s3-"))
     moto = MotoServer(work / "moto.log")
     moto.start()

@@ -62,8 +62,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     arguments = parser.parse_args()
     _setup.require_root_and_fuse()
-    if not shutil.which("wrk"):
-        sys.exit("bench: wrk is missing: apt-get install wrk")
+    _setup.require_tools("wrk", "nginx")
     work = Path(tempfile.mkdtemp(prefix="pkgfs-bench-serve-"))
     work.chmod(0o755)  # nginx's workers pass through to the mount and the copy
     store = FileStore(work / "store")
