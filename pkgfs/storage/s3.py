@@ -27,6 +27,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
+from ..config import DEFAULT_LIST_CONCURRENCY, DEFAULT_READ_AHEAD_MIB, DEFAULT_TIMEOUT
 from ..errors import (
     AccessDenied,
     AlreadyExists,
@@ -75,7 +76,9 @@ class S3Storage(Storage):
     def __init__(self, bucket: str, *, prefix: str = "", prepend_hash: bool = True,
                  region: str | None = None, endpoint_url: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
-                 timeout: float = 10.0, list_concurrency: int = 4, read_ahead_mib: int = 256,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 list_concurrency: int = DEFAULT_LIST_CONCURRENCY,
+                 read_ahead_mib: int = DEFAULT_READ_AHEAD_MIB,
                  figures: Figures | None = None,
                  abandoned_after: float = ABANDONED_AFTER):
         self.bucket = bucket
