@@ -40,10 +40,10 @@ def keep_thread_state() -> None:
 
     ctypes makes a thread state for each call from a thread Python did not start, and
     throws it away after (CPython issue 146219): about 10 us a call, and the munmap of its
-    frame stack stops the daemon's other threads. One PyGILState_Ensure left outstanding
-    keeps it, as CPython's documentation of foreign threads shows. libfuse never ends a
-    worker while the mount runs (mount.py: max_idle_threads), so none is kept for
-    nothing."""
+    frame stack interrupts the daemon's other threads (TLB shootdown). One
+    PyGILState_Ensure left outstanding keeps it, as CPython's documentation of foreign
+    threads shows. libfuse never ends a worker while the mount runs (mount.py:
+    max_idle_threads), so none is kept for nothing."""
     if not getattr(_kept, "state", False):
         ctypes.pythonapi.PyGILState_Ensure()
         _kept.state = True
