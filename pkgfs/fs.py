@@ -53,7 +53,8 @@ _WRITING = ("create", "open", "write", "flush", "fsync", "rename", "release")
 
 
 def _answered(operation: Callable) -> Callable:
-    """Every FUSE call passes here: the one place errors become errno values."""
+    """Every FUSE call passes here: the one place errors become errno values, and where
+    the libfuse thread making the call keeps its Python thread state."""
     name = operation.__name__
 
     @functools.wraps(operation)

@@ -257,8 +257,10 @@ class S3Storage(Storage):
         """Keys to ask for when what is left between ``listed_to`` and ``before`` likely
         fits in one page, with room for chance (MD5 spreads names evenly over the hash
         folders, so what a folder holds varies by about its square root); None if not."""
-        reached, end = self._hash_folder(listed_to), self._hash_folder(before or "")
-        if per_folder is None or reached is None or end is None:
+        if before is None or per_folder is None:  # the last range ends nowhere
+            return None
+        reached, end = self._hash_folder(listed_to), self._hash_folder(before)
+        if reached is None or end is None:
             return None
         expected = (end - reached) * per_folder  # the folder reached is partly listed
         size = math.ceil(expected * 1.1 + 3 * math.sqrt(expected) + 10)
